@@ -1,0 +1,1 @@
+"""tasic.frontend."""

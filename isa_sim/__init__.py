@@ -1,0 +1,1 @@
+"""tasic.isa_sim."""

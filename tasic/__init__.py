@@ -1,0 +1,1 @@
+"""tasic: a compiler from transformer models to a transformer-only ASIC, with an ISA simulator."""
