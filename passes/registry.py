@@ -1,0 +1,74 @@
+"""The one registry of passes, shared by tasic-opt and the compile driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xdsl.passes import ModulePass
+
+
+def _raise_linear() -> type[ModulePass]:
+    from tasic.passes.raise_linear import RaiseLinearPass
+
+    return RaiseLinearPass
+
+
+def _raise_layer_norm() -> type[ModulePass]:
+    from tasic.passes.raise_layer_norm import RaiseLayerNormPass
+
+    return RaiseLayerNormPass
+
+
+def _raise_rms_norm() -> type[ModulePass]:
+    from tasic.passes.raise_rms_norm import RaiseRmsNormPass
+
+    return RaiseRmsNormPass
+
+
+def _raise_gelu() -> type[ModulePass]:
+    from tasic.passes.raise_gelu import RaiseGeluPass
+
+    return RaiseGeluPass
+
+
+def _raise_attention() -> type[ModulePass]:
+    from tasic.passes.raise_attention import RaiseAttentionPass
+
+    return RaiseAttentionPass
+
+
+def _tile() -> type[ModulePass]:
+    from tasic.passes.tile import TilePass
+
+    return TilePass
+
+
+def _plan_sram() -> type[ModulePass]:
+    from tasic.passes.plan_sram import PlanSramPass
+
+    return PlanSramPass
+
+
+def _insert_sync() -> type[ModulePass]:
+    from tasic.passes.insert_sync import InsertSyncPass
+
+    return InsertSyncPass
+
+
+def _lower_to_isa() -> type[ModulePass]:
+    from tasic.passes.lower_to_isa import LowerToIsaPass
+
+    return LowerToIsaPass
+
+
+PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "raise-linear": _raise_linear,
+    "raise-layer-norm": _raise_layer_norm,
+    "raise-rms-norm": _raise_rms_norm,
+    "raise-gelu": _raise_gelu,
+    "raise-attention": _raise_attention,
+    "tile": _tile,
+    "plan-sram": _plan_sram,
+    "insert-sync": _insert_sync,
+    "lower-to-isa": _lower_to_isa,
+}
