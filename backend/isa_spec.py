@@ -296,3 +296,10 @@ def decode_program(raw: bytes) -> list[Instr]:
         except ValueError as err:
             raise ValueError(f"instruction {index}: {err}") from None
     return code
+
+
+_FORMAT_RANGES = {"B": (0, 0xFF), "H": (0, 0xFFFF), "i": (-(2**31), 2**31 - 1)}
+# Inclusive (min, max) of every Instr field, derived from the encoding.
+FIELD_RANGES: dict[str, tuple[int, int]] = {
+    f.name: _FORMAT_RANGES[code] for f, code in zip(fields(Instr), _LAYOUT.format[1:], strict=True)
+}

@@ -142,7 +142,9 @@ INSTRUCTION_OPS: dict[str, type[IsaOp]] = {m: _instruction_class(m, f) for m, f 
 
 @irdl_op_definition
 class SymbolOp(IRDLOperation):
-    """Directive: a named tensor at an HBM byte address (weights name their store entry).
+    """Directive: a named tensor at an HBM byte address.
+
+    Weights name their weight-store entry in `source`; `transpose = 1` stores it transposed.
 
     isa.symbol {name = "wte", kind = "weight", address = 0 : i64, shape = [100 : i64, 32 : i64], dtype = "f32"}
     """
@@ -155,6 +157,7 @@ class SymbolOp(IRDLOperation):
     address = prop_def(IntegerAttr)
     shape = prop_def(ArrayAttr)
     dtype = prop_def(StringAttr)
+    source = opt_prop_def(StringAttr)
     transpose = opt_prop_def(IntegerAttr)
 
 

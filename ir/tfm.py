@@ -44,9 +44,10 @@ from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
 UNARY_FNS = (
-    "copy neg exp tanh erf rsqrt sqrt recip sigmoid silu gelu_erf gelu_tanh abs log relu cos sin"
-).split()
-BINARY_FNS = "add sub mul div max min pow rsub rdiv eq lt gt".split()
+    *("copy", "neg", "exp", "tanh", "erf", "rsqrt", "sqrt", "recip", "sigmoid", "silu"),
+    *("gelu_erf", "gelu_tanh", "abs", "log", "relu", "cos", "sin"),
+)
+BINARY_FNS = ["add", "sub", "mul", "div", "max", "min", "pow", "rsub", "rdiv", "eq", "lt", "gt"]
 REDUCE_FNS = ("sum", "mean", "max", "min")
 _FORMAT = "operands attr-dict `:` functional-type(operands, results)"
 
@@ -236,7 +237,8 @@ class _NormOp(TfmOp):
 class LayerNormOp(_NormOp):
     """Layer normalisation over the last dimension.
 
-    %y = tfm.layer_norm %x, %g, %b {eps = 1.0e-05 : f64} : (tensor<8x32xf32>, tensor<32xf32>, tensor<32xf32>) -> tensor<8x32xf32>
+    %y = tfm.layer_norm %x, %g, %b {eps = 1.0e-05 : f64}
+        : (tensor<8x32xf32>, tensor<32xf32>, tensor<32xf32>) -> tensor<8x32xf32>
     """
 
     name = "tfm.layer_norm"
@@ -400,7 +402,8 @@ class TransposeOp(TfmOp):
 class SliceOp(TfmOp):
     """Elements start, start+step, ... < end along one dimension.
 
-    %y = tfm.slice %x {dim = 1 : i64, start = 0 : i64, end = 4 : i64, step = 1 : i64} : (tensor<2x8xf32>) -> tensor<2x4xf32>
+    %y = tfm.slice %x {dim = 1 : i64, start = 0 : i64, end = 4 : i64, step = 1 : i64}
+        : (tensor<2x8xf32>) -> tensor<2x4xf32>
     """
 
     name = "tfm.slice"

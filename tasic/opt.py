@@ -1,6 +1,6 @@
 """tasic-opt: parse any tasic IR level, run passes by name, print the result.
 
-    tasic-opt model.mlir -p raise-linear,tile{target=tiny} --print-between-passes
+tasic-opt model.mlir -p raise-linear,tile{target=tiny} --print-between-passes
 """
 
 from __future__ import annotations

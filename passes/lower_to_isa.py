@@ -1,0 +1,269 @@
+"""lower-to-isa: place HBM buffers and turn tile kernels into instructions.
+
+Each HBM access gets an address register, set before the kernel's loops and
+advanced by `addi` at the end of every loop body it moves with (and rewound
+after the loop). SRAM tiles are addressed absolutely. Before::
+
+    tile.loop 4 : i64 {
+      tile.dma_load %x, %a {rows = 2 : i64, cols = 32 : i64, offset = 0 : i64, row_stride = 32 : i64,
+                            col_stride = 1 : i64, loop_strides = [64 : i64], sram_offset = 0 : i64} : ...
+    }
+
+After::
+
+    isa.addi {rd = 1 : i64, rs = 0 : i64, imm = 0 : i64}
+    isa.loop {count = 4 : i64}
+    isa.dma_load {sram_reg = 0 : i64, sram_off = 0 : i64, hbm_reg = 1 : i64, hbm_off = 0 : i64, ...}
+    isa.addi {rd = 1 : i64, rs = 1 : i64, imm = 256 : i64}
+    isa.endloop
+    isa.addi {rd = 1 : i64, rs = 1 : i64, imm = -1024 : i64}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+
+from tasic.ir import tile
+from tasic.ir.isa import NUM_REGS, SymbolOp, create_instruction
+from tasic.passes.tiling.dtypes import dtype_name, element_bytes
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, ModuleOp, StringAttr, i64
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+ALIGN = 64
+KIND_ORDER = ("weight", "input", "output", "temp")
+
+
+@dataclass(frozen=True)
+class LowerToIsaPass(ModulePass):
+    """Replace tile functions by isa.symbol directives and one flat instruction stream."""
+
+    name = "lower-to-isa"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        """Lower every tile-level function in the module."""
+        for function in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
+            ops = _lower_function(function)
+            function.detach()
+            function.erase()
+            op.body.block.add_ops(ops)
+
+
+def _lower_function(function: func.FuncOp) -> list[Operation]:
+    buffers = [o for o in function.body.block.ops if isinstance(o, tile.HbmBufferOp)]
+    addresses, symbols = _place_buffers(buffers)
+    out: list[Operation] = list(symbols)
+    for kernel in function.body.block.ops:
+        if isinstance(kernel, tile.KernelOp):
+            out.extend(KernelLowering(kernel, addresses).lower())
+    out.append(create_instruction("halt"))
+    return out
+
+
+def _place_buffers(buffers: list[tile.HbmBufferOp]) -> tuple[dict[SSAValue, int], list[SymbolOp]]:
+    addresses: dict[SSAValue, int] = {}
+    symbols = []
+    address = 0
+    for kind in KIND_ORDER:
+        for buffer in (b for b in buffers if b.kind.data == kind):
+            shape = tuple(buffer.result.type.get_shape())
+            elem = buffer.result.type.element_type
+            name = buffer.sym.data
+            props = {
+                "name": StringAttr(f"{name}.T" if buffer.transpose is not None else name),
+                "kind": StringAttr(kind),
+                "address": IntegerAttr(address, i64),
+                "shape": ArrayAttr([IntegerAttr(n, i64) for n in shape]),
+                "dtype": StringAttr(dtype_name(elem)),
+            }
+            if kind == "weight":
+                props["source"] = StringAttr(name)
+            if buffer.transpose is not None:
+                props["transpose"] = IntegerAttr(1, i64)
+            symbols.append(SymbolOp.create(properties=props))
+            addresses[buffer.result] = address
+            address += -(-prod(shape) * element_bytes(elem) // ALIGN) * ALIGN
+    return addresses, symbols
+
+
+@dataclass
+class Access:
+    """An address register: its value before the loops and its advance per loop."""
+
+    register: int
+    base: int
+    loops: list[tile.LoopOp]
+    strides: list[int]
+
+
+@dataclass
+class KernelLowering:
+    """Instructions of one kernel."""
+
+    kernel: tile.KernelOp
+    addresses: dict[SSAValue, int]
+    accesses: dict[tuple[int, str], Access] = field(default_factory=dict)
+    out: list[Operation] = field(default_factory=list)
+
+    @property
+    def loc(self) -> str:
+        """The kernel's source location."""
+        return self.kernel.loc.data
+
+    def lower(self) -> list[Operation]:
+        """Registers first, then the body."""
+        self._assign_registers()
+        for access in self.accesses.values():
+            self._emit("addi", rd=access.register, rs=0, imm=access.base)
+        self._block(self.kernel.body.block)
+        return self.out
+
+    def _emit(self, mnemonic: str, **values: int | str | float) -> None:
+        self.out.append(create_instruction(mnemonic, self.loc, **values))
+
+    def _assign_registers(self) -> None:
+        for op in self.kernel.walk():
+            for role, (value, offset, strides, scale) in _addressed(op).items():
+                base = (self.addresses[value] if value is not None else 0) + offset * scale
+                loops = _enclosing_loops(op)
+                register = len(self.accesses) + 1
+                if register >= NUM_REGS:
+                    raise ValueError(f"kernel '{self.loc}' needs more than {NUM_REGS - 1} address registers")
+                self.accesses[(id(op), role)] = Access(register, base, loops, [s * scale for s in strides])
+
+    def _register(self, op: Operation, role: str) -> int:
+        return self.accesses[(id(op), role)].register
+
+    def _block(self, block: object) -> None:
+        for op in block.ops:  # type: ignore[attr-defined]
+            if isinstance(op, tile.LoopOp):
+                self._loop(op)
+            elif not isinstance(op, tile.SramBufferOp):
+                self._instruction(op)
+
+    def _loop(self, loop: tile.LoopOp) -> None:
+        count = loop.count.value.data
+        moving = [(a, a.strides[a.loops.index(loop)]) for a in self.accesses.values() if loop in a.loops]
+        moving = [(a, s) for a, s in moving if s != 0]
+        self._emit("loop", count=count)
+        self._block(loop.body.block)
+        for access, stride in moving:
+            self._emit("addi", rd=access.register, rs=access.register, imm=stride)
+        self._emit("endloop")
+        for access, stride in moving:
+            self._emit("addi", rd=access.register, rs=access.register, imm=-stride * count)
+
+    def _instruction(self, op: Operation) -> None:
+        reg = self._register
+        if isinstance(op, tile.DmaLoadOp):
+            self._emit(
+                "dma_load", sram_reg=0, sram_off=_sram(op.dest, op.int_prop("sram_offset")), hbm_reg=reg(op, "hbm"),
+                hbm_off=0, rows=op.int_prop("rows"), cols=op.int_prop("cols"), row_stride=op.int_prop("row_stride"),
+                col_stride=op.int_prop("col_stride"), dt_sram=_dt(op.dest), dt_hbm=_dt(op.source),
+            )  # fmt: skip
+        elif isinstance(op, tile.DmaStoreOp):
+            self._emit(
+                "dma_store", hbm_reg=reg(op, "hbm"), hbm_off=0, sram_reg=0,
+                sram_off=_sram(op.source, op.int_prop("sram_offset")), rows=op.int_prop("rows"),
+                cols=op.int_prop("cols"), row_stride=op.int_prop("row_stride"), col_stride=op.int_prop("col_stride"),
+                dt_hbm=_dt(op.dest), dt_sram=_dt(op.source),
+            )  # fmt: skip
+        elif isinstance(op, tile.DmaGatherOp):
+            self._emit(
+                "dma_gather", sram_reg=0, sram_off=_sram(op.dest), table_reg=reg(op, "table"), table_off=0,
+                ids_reg=reg(op, "ids"), ids_off=0, rows=op.int_prop("rows"), cols=op.int_prop("cols"),
+                table_stride=op.int_prop("row_stride"), dt_sram=_dt(op.dest), dt_table=_dt(op.table),
+                dt_ids=_dt(op.ids),
+            )  # fmt: skip
+        elif isinstance(op, tile.MatmulOp):
+            self._emit(
+                "mxu_matmul", c_reg=0, c_off=_sram(op.acc), a_reg=0, a_off=_sram(op.lhs), b_reg=0,
+                b_off=_sram(op.rhs), m=op.int_prop("m"), n=op.int_prop("n"), k=op.int_prop("k"),
+                accumulate=op.int_prop("accumulate"), dt_c=_dt(op.acc), dt_a=_dt(op.lhs), dt_b=_dt(op.rhs),
+            )  # fmt: skip
+        elif isinstance(op, tile.SignalOp | tile.WaitOp):
+            self._emit(
+                "signal" if isinstance(op, tile.SignalOp) else "wait", engine=op.engine.data, sem=op.int_prop("sem")
+            )
+        else:
+            self._vector(op)
+
+    def _vector(self, op: Operation) -> None:
+        size = {"rows": op.int_prop("rows"), "cols": op.int_prop("cols")}  # type: ignore[attr-defined]
+        if isinstance(op, tile.UnaryOp | tile.ReduceOp):
+            mnemonic = "vpu_unary" if isinstance(op, tile.UnaryOp) else "vpu_reduce"
+            self._emit(mnemonic, fn=op.fn.data, **_vec(op.dest, "d"), **_vec(op.source, "a"), **size)
+        elif isinstance(op, tile.ScalarOp):
+            value = op.value.value.data
+            self._emit("vpu_scalar", fn=op.fn.data, **_vec(op.dest, "d"), **_vec(op.source, "a"), **size, value=value)
+        elif isinstance(op, tile.BinaryOp):
+            operands = _vec(op.dest, "d") | _vec(op.lhs, "a") | _vec(op.rhs, "b")
+            self._emit("vpu_binary", fn=op.fn.data, broadcast=op.broadcast.data, **operands, **size)
+        elif isinstance(op, tile.SelectOp):
+            operands = _vec(op.dest, "d") | _vec(op.on_true, "a") | _vec(op.on_false, "b")
+            self._emit("vpu_select", **operands, c_reg=0, c_off=_sram(op.cond), **size)
+        elif isinstance(op, tile.FillOp):
+            self._emit("vpu_fill", **_vec(op.dest, "d"), **size, value=op.value.value.data)
+        elif isinstance(op, tile.CausalMaskOp):
+            self._emit(
+                "vpu_causal", d_reg=0, d_off=_sram(op.dest), diag_reg=self._register(op, "diag"), diag_off=0,
+                dt_d=_dt(op.dest), **size,
+            )  # fmt: skip
+        else:
+            raise NotImplementedError(f"lower-to-isa cannot lower {op.name}")
+
+
+def _addressed(op: Operation) -> dict[str, tuple[SSAValue | None, int, list[int], int]]:
+    """Per address role of an op: (HBM buffer or None, element offset, loop strides, bytes per unit)."""
+    if isinstance(op, tile.DmaLoadOp | tile.DmaStoreOp):
+        hbm = op.source if isinstance(op, tile.DmaLoadOp) else op.dest
+        strides = tile.int_list(op.loop_strides)
+        return {"hbm": (hbm, op.int_prop("offset"), strides, element_bytes(hbm.type.element_type))}
+    if isinstance(op, tile.DmaGatherOp):
+        return {
+            "ids": (
+                op.ids,
+                op.int_prop("offset"),
+                tile.int_list(op.loop_strides),
+                element_bytes(op.ids.type.element_type),
+            ),
+            "table": (
+                op.table,
+                op.table_offset.value.data,
+                tile.int_list(op.table_loop_strides),
+                element_bytes(op.table.type.element_type),
+            ),
+        }
+    if isinstance(op, tile.CausalMaskOp):
+        return {"diag": (None, op.int_prop("diagonal"), tile.int_list(op.loop_strides), 1)}
+    return {}
+
+
+def _enclosing_loops(op: Operation) -> list[tile.LoopOp]:
+    loops = []
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, tile.KernelOp):
+        if isinstance(parent, tile.LoopOp):
+            loops.append(parent)
+        parent = parent.parent_op()
+    return list(reversed(loops))
+
+
+def _sram(value: SSAValue, element_offset: int = 0) -> int:
+    owner = value.owner
+    assert isinstance(owner, tile.SramBufferOp)
+    base = owner.int_prop("offset")
+    if base < 0:
+        raise ValueError("lower-to-isa needs placed SRAM tiles: run plan-sram first")
+    return base + element_offset * element_bytes(value.type.element_type)
+
+
+def _dt(value: SSAValue) -> str:
+    return dtype_name(value.type.element_type)
+
+
+def _vec(value: SSAValue, role: str) -> dict[str, int | str]:
+    return {f"{role}_reg": 0, f"{role}_off": _sram(value), f"dt_{role}": _dt(value)}

@@ -1,0 +1,165 @@
+"""tile: lower tfm ops to kernels of SRAM tiles, DMA and engine ops in rolled loops.
+
+Tile sizes come from the target's matrix engine and SRAM capacity. Layout
+ops (reshape, transpose, slice, expand) become strided views and cost no
+kernel. Input (tfm)::
+
+    func.func @main(%x: tensor<8x32xf32>) -> tensor<8x32xf32> attributes {...} {
+      %y = tfm.unary %x {fn = "exp"} : (tensor<8x32xf32>) -> tensor<8x32xf32>
+      func.return %y : tensor<8x32xf32>
+    }
+
+Output (tile)::
+
+    func.func @main() {
+      %x = tile.hbm {name = "x", kind = "input"} : memref<8x32xf32, "hbm">
+      %y = tile.hbm {name = "output", kind = "output"} : memref<8x32xf32, "hbm">
+      tile.kernel "tfm.unary" {
+        %a = tile.sram {offset = -1 : i64} : memref<8x32xf32, "sram">
+        ...
+        tile.dma_load %x, %a {...}
+        tile.unary %a, %b {fn = "exp", ...}
+        tile.dma_store %b, %y {...}
+      }
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tasic.backend.target import load_target
+from tasic.ir import tfm, tile
+from tasic.passes.tiling import kernels
+from tasic.passes.tiling.context import TileContext
+from tasic.passes.tiling.views import View
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, FunctionType, ModuleOp, StringAttr
+from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.passes import ModulePass
+
+KERNELS: dict[type[Operation], Callable[[TileContext, Operation], None]] = {
+    tfm.UnaryOp: kernels.unary,
+    tfm.BinaryOp: kernels.binary,
+    tfm.ScalarOp: kernels.scalar,
+    tfm.WhereOp: kernels.where,
+    tfm.MatmulOp: kernels.matmul,
+    tfm.LinearOp: kernels.linear,
+    tfm.SoftmaxOp: kernels.softmax,
+    tfm.LayerNormOp: kernels.layer_norm,
+    tfm.RmsNormOp: kernels.rms_norm,
+    tfm.ReduceOp: kernels.reduce,
+    tfm.EmbeddingOp: kernels.embedding,
+    tfm.AttentionOp: kernels.attention,
+    tfm.ConcatOp: kernels.concat,
+}  # type: ignore[dict-item]
+
+
+def io_names(function: func.FuncOp, key: str, count: int, default: str) -> list[str]:
+    """Input or output names recorded by the frontend, else numbered defaults."""
+    attr = function.attributes.get(key)
+    if isinstance(attr, ArrayAttr) and len(attr.data) == count:
+        return [a.data for a in attr.data]  # type: ignore[union-attr]
+    return [default if count == 1 else f"{default}{i}" for i in range(count)]
+
+
+@dataclass(frozen=True)
+class TilePass(ModulePass):
+    """Lower every tfm function to tile kernels for a target; float tensors stored as `dtype`."""
+
+    name = "tile"
+    target: str = "tiny"
+    dtype: str = "f32"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        """Replace each tfm function by its tile-level form."""
+        target = load_target(self.target)
+        for function in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
+            if any(isinstance(o, tfm.TfmOp) for o in function.walk()):
+                function.detach()
+                op.body.block.add_op(_lower_function(function, target, self.dtype))
+                function.erase()
+
+
+def _lower_function(function: func.FuncOp, target, dtype: str) -> func.FuncOp:
+    args = function.body.block.args
+    ret = function.body.block.last_op
+    assert isinstance(ret, func.ReturnOp)
+    input_names = io_names(function, "tfm.input_names", len(args), "input")
+    output_names = io_names(function, "tfm.output_names", len(ret.arguments), "output")
+    block = Block()
+    returned: dict[SSAValue, list[str]] = {}
+    for value, name in zip(ret.arguments, output_names, strict=True):
+        returned.setdefault(value, []).append(name)
+    context = TileContext(target=target, float_dtype=dtype, block=block, output_names=returned)
+    for arg, name in zip(args, input_names, strict=True):
+        shape = tfm.shape_of(arg)
+        context.views[arg] = View.dense(context.hbm(name, "input", shape, context.storage_type(arg.type)), shape)
+    for op in function.body.block.ops:
+        if not isinstance(op, func.ReturnOp):
+            _lower_op(context, op)
+    for value, names in returned.items():
+        for name in names:
+            _materialise_output(context, value, name)
+    block.add_op(func.ReturnOp())
+    lowered = func.FuncOp(function.sym_name.data, FunctionType.from_lists([], []), Region(block))
+    lowered.attributes["tfm.input_names"] = ArrayAttr([StringAttr(n) for n in input_names])
+    lowered.attributes["tfm.output_names"] = ArrayAttr([StringAttr(n) for n in output_names])
+    return lowered
+
+
+def _lower_op(context: TileContext, op: Operation) -> None:
+    if isinstance(op, tfm.WeightOp):
+        return  # buffers are declared on first use, in the layout that use needs
+    view_op = _view_of_layout_op(context, op)
+    if view_op is not None:
+        context.views[op.results[0]] = view_op
+        return
+    kernel = KERNELS.get(type(op))
+    if kernel is None:
+        raise NotImplementedError(f"the tile pass cannot lower {op.name}")
+    kernel(context, op)
+
+
+def _view_of_layout_op(context: TileContext, op: Operation) -> View | None:
+    """The result view of a layout op, or None for compute ops."""
+    if isinstance(op, tfm.CastOp | tfm.ReshapeOp | tfm.TransposeOp | tfm.SliceOp | tfm.ExpandOp):
+        source = context.view_of(op.input)
+    if isinstance(op, tfm.CastOp):
+        if context.storage_type(op.input.type) == context.storage_type(op.result.type):
+            return source
+        kernels.copy_into(context, kernels.loc_of(op), op.result, source)
+        return context.views[op.result]
+    if isinstance(op, tfm.ReshapeOp):
+        shape = tfm.shape_of(op.result)
+        view = source.reshape(shape)
+        if view is None:
+            temp = op.input
+            kernels.copy_into(context, kernels.loc_of(op), temp, source)
+            view = context.views[temp].reshape(shape)
+        return view
+    if isinstance(op, tfm.TransposeOp):
+        return source.permute(op.permutation)
+    if isinstance(op, tfm.SliceOp):
+        return source.slice(*(a.value.data for a in (op.dim, op.start, op.end, op.step)))
+    if isinstance(op, tfm.ExpandOp):
+        return source.broadcast_to(tfm.shape_of(op.result))
+    return None
+
+
+def _materialise_output(context: TileContext, value: SSAValue, name: str) -> None:
+    """Make sure the returned value sits densely in an output buffer called `name`."""
+    view = context.view_of(value)
+    owner = view.buffer.owner
+    assert isinstance(owner, tile.HbmBufferOp)
+    if owner.sym.data == name and owner.kind.data == "output":
+        return
+    whole = view.offset == 0 and view.shape == tuple(view.buffer.type.get_shape()) and view.is_dense
+    if owner.kind.data == "temp" and whole:
+        owner.properties["name"] = StringAttr(name)
+        owner.properties["kind"] = StringAttr("output")
+        return
+    context.output_names[value] = [name]
+    kernels.copy_into(context, f"output {name}", value, view)

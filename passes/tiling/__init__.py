@@ -1,0 +1,1 @@
+"""Helpers of the tile pass: views, the kernel builder and the kernels."""

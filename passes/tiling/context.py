@@ -1,0 +1,97 @@
+"""State of one run of the tile pass: HBM buffers, value views, dtype policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasic.backend.target import Target
+from tasic.ir import tile
+from tasic.ir.tfm import WeightOp, element_type, is_float, shape_of
+from tasic.passes.tiling.builder import KernelBuilder
+from tasic.passes.tiling.dtypes import element_type as dtype_type
+from tasic.passes.tiling.views import View
+from xdsl.dialects.builtin import TensorType, f32
+from xdsl.ir import Attribute, Block, SSAValue
+
+
+@dataclass
+class TileContext:
+    """Where the tile pass keeps what it has lowered so far."""
+
+    target: Target
+    float_dtype: str  # HBM storage of float tensors: "f32" or "bf16"
+    block: Block  # body of the new tile-level function
+    output_names: dict[SSAValue, list[str]]  # tfm values returned by the function
+    views: dict[SSAValue, View] = field(default_factory=dict)
+    weights: dict[tuple[str, bool], SSAValue] = field(default_factory=dict)
+    temp_count: int = 0
+
+    @property
+    def sram_budget(self) -> int:
+        """SRAM bytes one kernel may use (all of it for now)."""
+        return self.target.sram.bytes
+
+    @property
+    def mxu_type(self) -> Attribute:
+        """Element type of matrix-engine operand tiles."""
+        return dtype_type(self.float_dtype)
+
+    def storage_type(self, typ: Attribute) -> Attribute:
+        """HBM element type of a tfm tensor or element type."""
+        elem = typ.element_type if isinstance(typ, TensorType) else typ
+        return dtype_type(self.float_dtype) if is_float(elem) else elem
+
+    def sram_type(self, typ: Attribute) -> Attribute:
+        """SRAM element type the VPU computes a tensor in (f32 for floats)."""
+        elem = typ.element_type if isinstance(typ, TensorType) else typ
+        return f32 if is_float(elem) else elem
+
+    def hbm(self, name: str, kind: str, shape: tuple[int, ...], elem: Attribute, transpose: bool = False) -> SSAValue:
+        """Declare an HBM buffer at the top of the function."""
+        op = tile.HbmBufferOp(name, kind, tile.memref(shape, elem, tile.HBM), transpose)
+        first = self.block.first_op
+        while first is not None and isinstance(first, tile.HbmBufferOp):
+            first = first.next_op
+        if first is None:
+            self.block.add_op(op)
+        else:
+            self.block.insert_op_before(op, first)
+        return op.result
+
+    def weight(self, name: str, shape: tuple[int, ...], elem: Attribute, transpose: bool = False) -> View:
+        """A weight buffer (once per name and layout)."""
+        key = (name, transpose)
+        if key not in self.weights:
+            stored = (shape[1], shape[0]) if transpose else shape
+            self.weights[key] = self.hbm(name, "weight", stored, self.storage_type(elem), transpose)
+        buffer = self.weights[key]
+        return View.dense(buffer, tuple(buffer.type.get_shape()))
+
+    def result_view(self, value: SSAValue) -> View:
+        """A fresh dense buffer for a tfm result: a model output when returned, else a temporary."""
+        shape = shape_of(value)
+        names = self.output_names.get(value)
+        if names:
+            name, kind = names.pop(0), "output"
+        else:
+            self.temp_count += 1
+            name, kind = f"t{self.temp_count}", "temp"
+        view = View.dense(self.hbm(name, kind, shape, self.storage_type(value.type)), shape)
+        self.views[value] = view
+        return view
+
+    def kernel(self, loc: str) -> KernelBuilder:
+        """Start a new tile.kernel at the end of the function."""
+        op = tile.KernelOp(loc)
+        self.block.add_op(op)
+        return KernelBuilder(op)
+
+    def view_of(self, value: SSAValue) -> View:
+        """The view holding a tfm value (weights get their buffer on first use)."""
+        if value not in self.views and isinstance(value.owner, WeightOp):
+            self.views[value] = self.weight(value.owner.sym.data, shape_of(value), element_type(value))
+        return self.views[value]
+
+    def elem_of(self, value: SSAValue) -> Attribute:
+        """The tfm element type of a value."""
+        return element_type(value)
