@@ -78,6 +78,7 @@ class Target:
     issue_per_cycle: int
     links: Links
     source_text: str = field(repr=False, default="")
+    spec: str = ""  # how to load it again: a shipped name or the file's absolute path
 
     @property
     def hash(self) -> bytes:
@@ -109,14 +110,15 @@ def load_target(name_or_path: str) -> Target:
             known = ", ".join(available_targets())
             raise TargetError(f"unknown target '{name_or_path}': choose one of {known} or give a .toml file")
     text = path.read_text()
+    spec = name_or_path if path.parent == TARGETS_DIR else str(path.resolve())
     try:
         data = tomllib.loads(text)
-        return _build(data, text)
+        return _build(data, text, spec)
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:
         raise TargetError(f"target file {path} is invalid: {err}") from None
 
 
-def _build(data: dict, text: str) -> Target:
+def _build(data: dict, text: str, spec: str) -> Target:
     mxu, vpu, sram, hbm, links = data["mxu"], data["vpu"], data["sram"], data["hbm"], data["links"]
     return Target(
         name=str(data["name"]),
@@ -143,4 +145,5 @@ def _build(data: dict, text: str) -> Target:
             bandwidth=float(links["bandwidth"]), latency=int(links["latency"]), topology=str(links["topology"])
         ),
         source_text=text,
+        spec=spec,
     )

@@ -31,7 +31,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     target = load_target(args.target)
     if args.print_pipeline:
-        print(args.pipeline or default_pipeline(target.name, args.dtype))
+        print(args.pipeline or default_pipeline(target.spec, args.dtype))
         return
     if args.model is None:
         raise UsageError("compile needs a MODEL (a Hugging Face model directory or file.py:function)")

@@ -29,10 +29,10 @@ class CompileError(Exception):
 
 
 def default_pipeline(target: str, dtype: str) -> str:
-    """The standard pipeline, as a pass-pipeline string."""
+    """The standard pipeline for a target (shipped name or .toml path), as a pass-pipeline string."""
     lowering = [
-        f"tile{{target={target} dtype={dtype}}}",
-        f"plan-sram{{target={target}}}",
+        f'tile{{target="{target}" dtype={dtype}}}',
+        f'plan-sram{{target="{target}"}}',
         "insert-sync",
         "lower-to-isa",
     ]
@@ -44,8 +44,8 @@ def run_pipeline(module: ModuleOp, spec: str, progress: Callable[[str], None] | 
     try:
         pipeline = PassPipeline.parse_spec(PASSES, spec)
     except Exception as err:  # xDSL raises several types for a bad spec
-        known = ", ".join(PASSES)
-        raise CompileError(f"bad pipeline '{spec}': {err}; known passes: {known}") from None
+        reason = [line.strip() for line in str(err).splitlines() if line.strip()][-1]
+        raise CompileError(f"bad pipeline '{spec}': {reason}; known passes: {', '.join(PASSES)}") from None
     ctx = tasic_context()
     for index, compiler_pass in enumerate(pipeline.passes, 1):
         start = time.perf_counter()
@@ -69,7 +69,7 @@ def compile_module(
     if dtype not in FLOAT_DTYPES:
         raise CompileError(f"unsupported dtype '{dtype}': choose one of {', '.join(FLOAT_DTYPES)}")
     try:
-        run_pipeline(module, pipeline or default_pipeline(target.name, dtype), progress)
+        run_pipeline(module, pipeline or default_pipeline(target.spec, dtype), progress)
     except DoesNotFitError as err:
         raise CompileError(f"model does not fit target '{target.name}': {err}") from None
     binary = emit_binary(module, weights, target, {"dtype": dtype, **(metadata or {})})

@@ -170,6 +170,15 @@ def fit_rows(per_row_bytes: int, fixed_bytes: int, budget: int, max_rows: int, w
     return rows
 
 
+def fit_tile(max_rows: int, max_cols: int, bytes_per_element: int, budget: int, what: str) -> tuple[int, int]:
+    """Largest (rows, cols) tile, columns halved first, whose elements fit the budget."""
+    cols = max_cols
+    while cols > 1 and cols * bytes_per_element > budget:
+        cols = -(-cols // 2)
+    rows = fit_rows(cols * bytes_per_element, 0, budget, max_rows, what, budget)
+    return rows, cols
+
+
 def tile_bytes(memref: MemRefType) -> int:
     """Bytes of an SRAM tile type."""
     return prod(memref.get_shape()) * element_bytes(memref.element_type)

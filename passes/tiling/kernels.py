@@ -11,7 +11,7 @@ from collections.abc import Callable
 from math import prod
 
 from tasic.ir import tfm, tile
-from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos, as_matrix_shape, fit_rows
+from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos, as_matrix_shape, fit_rows, fit_tile
 from tasic.passes.tiling.context import TileContext
 from tasic.passes.tiling.dtypes import element_bytes
 from tasic.passes.tiling.views import View
@@ -35,10 +35,10 @@ def elementwise(
     shape = as_matrix_shape(out.shape)
     out_view = out.broadcast_to(shape)
     inputs = [view.broadcast_to(shape) for view, _ in operands]
-    cols = min(shape[-1], COL_TILE_MAX)
     dest_type = ctx.sram_type(result.type)
-    per_row = cols * (sum(element_bytes(t) for _, t in operands) + element_bytes(dest_type))
-    rows = fit_rows(per_row, 0, ctx.sram_budget, min(shape[-2], ROW_TILE_MAX), f"{loc} tiles", _capacity(ctx))
+    per_element = sum(element_bytes(t) for _, t in operands) + element_bytes(dest_type)
+    limits = (min(shape[-2], ROW_TILE_MAX), min(shape[-1], COL_TILE_MAX))
+    rows, cols = fit_tile(*limits, per_element, ctx.sram_budget, f"{loc} tiles")
     kb = ctx.kernel(loc)
     tiles = [kb.sram((rows, cols), typ) for _, typ in operands]
     dest = kb.sram((rows, cols), dest_type)
@@ -334,8 +334,7 @@ def embedding(ctx: TileContext, op: tfm.EmbeddingOp) -> None:
     width = table.shape[1]
     out = ctx.result_view(op.result).reshape((count, width))
     assert out is not None
-    cols = min(width, COL_TILE_MAX)
-    rows = fit_rows(cols * 4, 0, ctx.sram_budget, min(count, ROW_TILE_MAX), f"{loc_of(op)} rows", _capacity(ctx))
+    rows, cols = fit_tile(min(count, ROW_TILE_MAX), min(width, COL_TILE_MAX), 4, ctx.sram_budget, loc_of(op))
     kb = ctx.kernel(loc_of(op))
     dest = kb.sram((rows, cols), f32)
     ids_stride, row_stride, col_stride = flat_ids.strides[0], table.strides[0], table.strides[1]
@@ -433,10 +432,8 @@ def concat(ctx: TileContext, op: tfm.ConcatOp) -> None:
 def _copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Attribute]) -> None:
     shape = as_matrix_shape(dest.shape)
     dst, src = dest.broadcast_to(shape), source[0].broadcast_to(shape)
-    cols = min(shape[-1], COL_TILE_MAX)
-    rows = fit_rows(
-        cols * element_bytes(source[1]), 0, ctx.sram_budget, min(shape[-2], ROW_TILE_MAX), loc, _capacity(ctx)
-    )
+    limits = (min(shape[-2], ROW_TILE_MAX), min(shape[-1], COL_TILE_MAX))
+    rows, cols = fit_tile(*limits, element_bytes(source[1]), ctx.sram_budget, loc)
     kb = ctx.kernel(loc)
     buf = kb.sram((rows, cols), source[1])
 

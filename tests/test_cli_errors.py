@@ -1,0 +1,145 @@
+"""Bad input ends in exit code != 0 and one `error:` line, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasic.backend.target import TARGETS_DIR
+
+TASIC = str(Path(sys.prefix) / "bin" / "tasic")
+
+MODELS = '''
+import torch
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 32)
+
+    def forward(self, x):
+        return torch.softmax(torch.nn.functional.gelu(self.fc(x)), -1)
+
+
+class Scan(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.proj(x).cumsum(-1)
+
+
+def mlp():
+    torch.manual_seed(0)
+    return Mlp().eval(), (torch.randn(4, 16),)
+
+
+def scan():
+    return Scan().eval(), (torch.randn(2, 8),)
+'''
+
+
+def fails_cleanly(*args: str) -> str:
+    """Run the CLI, expect failure with one error line; return that line."""
+    result = subprocess.run([TASIC, *args], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A python file with model factories."""
+    path = tmp_path_factory.mktemp("models") / "models.py"
+    path.write_text(MODELS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def binary(models: Path) -> Path:
+    """A valid compiled binary."""
+    out = models.parent / "mlp.tbin"
+    result = subprocess.run([TASIC, "compile", f"{models}:mlp", "-o", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_unsupported_op_names_op_and_module(models: Path, tmp_path: Path) -> None:
+    """The message names the ATen op and the module it came from."""
+    line = fails_cleanly("compile", f"{models}:scan", "-o", str(tmp_path / "x.tbin"))
+    assert "aten.cumsum" in line
+
+
+def test_model_that_does_not_fit_names_buffer_size_capacity(models: Path, tmp_path: Path) -> None:
+    """A 128-byte SRAM cannot hold one softmax row of 32 floats: name what, how big, and the capacity."""
+    toml = (TARGETS_DIR / "tiny.toml").read_text().replace("bytes = 262144", "bytes = 128")
+    target = tmp_path / "small.toml"
+    target.write_text(toml.replace('name = "tiny"', 'name = "small"'))
+    line = fails_cleanly("compile", f"{models}:mlp", "-o", str(tmp_path / "x.tbin"), "--target", str(target))
+    assert "does not fit" in line and "softmax" in line and "132 bytes" in line and "128 bytes" in line
+
+
+def test_model_too_big_for_hbm(models: Path, tmp_path: Path) -> None:
+    """HBM overflow names the largest buffer."""
+    toml = (TARGETS_DIR / "tiny.toml").read_text().replace("bytes = 1073741824", "bytes = 1024")
+    target = tmp_path / "nohbm.toml"
+    target.write_text(toml.replace('name = "tiny"', 'name = "nohbm"'))
+    line = fails_cleanly("compile", f"{models}:mlp", "-o", str(tmp_path / "x.tbin"), "--target", str(target))
+    assert "HBM" in line and "1024" in line
+
+
+def test_truncated_binary(binary: Path, tmp_path: Path) -> None:
+    """A cut file is refused."""
+    bad = tmp_path / "cut.tbin"
+    bad.write_bytes(binary.read_bytes()[:-100])
+    assert "truncated" in fails_cleanly("run", str(bad)) or "checksum" in fails_cleanly("run", str(bad))
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.9])
+def test_flipped_byte(binary: Path, tmp_path: Path, where: float) -> None:
+    """One flipped byte anywhere is caught."""
+    raw = bytearray(binary.read_bytes())
+    raw[int(len(raw) * where)] ^= 0x40
+    bad = tmp_path / "flip.tbin"
+    bad.write_bytes(bytes(raw))
+    fails_cleanly("run", str(bad))
+
+
+def test_wrong_magic_and_version(binary: Path, tmp_path: Path) -> None:
+    """Magic and version are checked with their own messages."""
+    raw = binary.read_bytes()
+    bad = tmp_path / "magic.tbin"
+    bad.write_bytes(b"XBIN" + raw[4:])
+    assert "magic" in fails_cleanly("run", str(bad))
+    bad.write_bytes(raw[:4] + (99).to_bytes(2, "little") + raw[6:])
+    assert "version" in fails_cleanly("run", str(bad))
+
+
+def test_unknown_target(models: Path, tmp_path: Path) -> None:
+    """Lists the shipped targets."""
+    line = fails_cleanly("compile", f"{models}:mlp", "-o", str(tmp_path / "x.tbin"), "--target", "tpu9000")
+    assert "tpu9000" in line and "tiny" in line
+
+
+def test_missing_model_path(tmp_path: Path) -> None:
+    """A model path that does not exist."""
+    assert "does not exist" in fails_cleanly("compile", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.tbin"))
+
+
+def test_bad_inputs(binary: Path, tmp_path: Path) -> None:
+    """Missing npz, a non-npz file and a wrong input shape."""
+    assert "no such inputs file" in fails_cleanly("run", str(binary), "--inputs", str(tmp_path / "none.npz"))
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not a zip")
+    fails_cleanly("run", str(binary), "--inputs", str(junk))
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((3, 16), np.float32))
+    assert "shape" in fails_cleanly("run", str(binary), "--inputs", str(wrong))
