@@ -1,6 +1,6 @@
 """Benchmark: all-MiniLM-L6-v2 compiled for a target and simulated; prints measured figures.
 
-    python bench/minilm.py [--target sohu-like] [--dtype bf16] [--batch 8] [--seq-len 128]
+python bench/minilm.py [--target sohu-like] [--dtype bf16] [--batch 8] [--seq-len 128]
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from tasic.backend.target import load_target
 from tasic.backend.tbin import write_tbin
-from tasic.compiler import compile_module
 from tasic.frontend.hf import import_model
 from tasic.frontend.packages import minilm_dir
 from tasic.frontend.sentences import DEMO_SENTENCES, cosine, mean_pool, tokenize, torch_embeddings
 from tasic.isa_sim import simulate
+
+from tasic.compiler import compile_module
 
 
 def main() -> None:
@@ -61,7 +61,10 @@ def main() -> None:
         ("import wall time", f"{imported - start:.2f} s"),
         ("compile wall time", f"{compiled - imported:.2f} s (passes + encoding)"),
         ("binary size", f"{size:,} bytes ({len(binary.code):,} instructions)"),
-        ("simulated cycles", f"{report.total_cycles:,} = {report.seconds * 1e6:.1f} us at {target.clock_hz / 1e9:.2f} GHz"),
+        (
+            "simulated cycles",
+            f"{report.total_cycles:,} = {report.seconds * 1e6:.1f} us at {target.clock_hz / 1e9:.2f} GHz",
+        ),
         ("simulated throughput", f"{tokens / report.seconds:,.0f} tokens/s"),
         ("MXU utilisation", f"{report.mxu_utilization * 100:.1f} %"),
         ("simulator wall time", f"{sim_wall:.2f} s functional, {timing_wall:.2f} s timing-only"),

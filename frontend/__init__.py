@@ -1,1 +1,1 @@
-"""tasic.frontend."""
+"""tasic.frontend: PyTorch and Hugging Face models to the tfm dialect (docs/frontend.md)."""

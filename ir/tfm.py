@@ -222,8 +222,9 @@ class LinearOp(TfmOp):
 
 
 class _NormOp(TfmOp):
+    # Each subclass declares `input` before its scale/shift operands: xDSL
+    # orders a subclass's own fields before inherited ones.
     eps = prop_def(FloatAttr)
-    input = operand_def(TensorType)
     result = result_def(TensorType)
 
     def verify_(self) -> None:
@@ -242,6 +243,7 @@ class LayerNormOp(_NormOp):
     """
 
     name = "tfm.layer_norm"
+    input = operand_def(TensorType)
     weight = operand_def(TensorType)
     bias = operand_def(TensorType)
 
@@ -257,6 +259,7 @@ class RmsNormOp(_NormOp):
     """
 
     name = "tfm.rms_norm"
+    input = operand_def(TensorType)
     weight = operand_def(TensorType)
 
     def __init__(self, x: SSAValue, weight: SSAValue, eps: float):

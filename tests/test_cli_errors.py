@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tasic.backend.target import TARGETS_DIR
 
 TASIC = str(Path(sys.prefix) / "bin" / "tasic")
 
-MODELS = '''
+MODELS = """
 import torch
 
 
@@ -42,7 +41,7 @@ def mlp():
 
 def scan():
     return Scan().eval(), (torch.randn(2, 8),)
-'''
+"""
 
 
 def fails_cleanly(*args: str) -> str:

@@ -38,7 +38,9 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BERT encoder saved as a Hugging Face model directory."""
     torch.manual_seed(0)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100
+    )
     path = tmp_path_factory.mktemp("bert")
     BertModel(config).eval().save_pretrained(path)
     return path

@@ -1,0 +1,244 @@
+"""Emission of tfm ops for one FX node at a time: types, weights, locations.
+
+The importer walks the exported FX graph and hands each node to a handler
+(`tasic.frontend.torch_ops`). Handlers see two kinds of tensors: `SSAValue`
+(computed at run time) and `torch.Tensor` (a compile-time constant: a
+parameter, a buffer or a folded value). `GraphBuilder.value` turns a constant
+into a `tfm.weight` the first time an op needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NoReturn
+
+import ml_dtypes
+import numpy as np
+import torch
+from tasic.frontend.errors import FrontendError, UnsupportedOpError
+from tasic.ir import tfm
+from tasic.ir.weights import WeightStore
+from torch.fx import Node
+from xdsl.dialects.builtin import StringAttr, TensorType, bf16, f16, f32, f64, i1, i8, i16, i32, i64
+from xdsl.ir import Attribute, Block, Operation, SSAValue
+
+Operand = SSAValue | torch.Tensor
+"""A run-time tensor (SSA value) or a compile-time constant tensor."""
+
+ROOT_MODULE = "<root>"
+"""Module path shown for code of the top-level module itself."""
+
+_ELEMENT_TYPES: dict[torch.dtype, Attribute] = {
+    torch.float32: f32,
+    torch.float16: f16,
+    torch.bfloat16: bf16,
+    torch.float64: f64,
+    torch.int64: i64,
+    torch.int32: i32,
+    torch.int16: i16,
+    torch.int8: i8,
+    torch.bool: i1,
+}
+_DTYPES: dict[Attribute, torch.dtype] = {element: dtype for dtype, element in _ELEMENT_TYPES.items()}
+
+_TensorKey = tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]
+
+
+def element_type_of(dtype: torch.dtype) -> Attribute:
+    """The tfm element type of a torch dtype."""
+    if dtype not in _ELEMENT_TYPES:
+        raise FrontendError(f"unsupported tensor element type {dtype}")
+    return _ELEMENT_TYPES[dtype]
+
+
+def dtype_of(value: SSAValue | Attribute) -> torch.dtype:
+    """The torch dtype of a tensor value, tensor type or element type."""
+    element = tfm.element_type(value) if isinstance(value, SSAValue | TensorType) else value
+    return _DTYPES[element]
+
+
+def tensor_type(shape: Sequence[int], dtype: torch.dtype | Attribute) -> TensorType:
+    """A ranked tensor type from a shape and a torch dtype or element type."""
+    element = element_type_of(dtype) if isinstance(dtype, torch.dtype) else dtype
+    return TensorType(element, [int(n) for n in shape])
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A contiguous numpy copy (or view) of a tensor; bfloat16 becomes ml_dtypes.bfloat16."""
+    tensor = tensor.detach().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+def _key(tensor: torch.Tensor) -> _TensorKey:
+    """Identity of a tensor's bytes: equal keys mean the same data viewed the same way."""
+    storage = tensor.untyped_storage().data_ptr()
+    return (storage, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+
+
+def module_path(node: Node) -> str:
+    """Dotted path of the innermost nn.Module that produced `node`."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ROOT_MODULE
+    path, _ = list(stack.values())[-1]
+    return path or ROOT_MODULE
+
+
+def source_line(node: Node) -> str:
+    """The last line of Python source recorded for `node`, or '' when unknown."""
+    trace = (node.meta.get("stack_trace") or "").strip()
+    return trace.splitlines()[-1].strip() if trace else ""
+
+
+def op_short_name(node: Node) -> str:
+    """'addmm' for aten.addmm.default; the function name for other targets."""
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return target.overloadpacket.__name__
+    return getattr(target, "__name__", str(target))
+
+
+class GraphBuilder:
+    """Appends tfm ops to a block on behalf of the FX node being imported."""
+
+    def __init__(self, block: Block, weights: WeightStore) -> None:
+        self.block = block
+        self.weights = weights
+        self.node: Node | None = None
+        self._weight_values: dict[_TensorKey, tuple[SSAValue, torch.Tensor]] = {}
+        """Materialised weights by tensor identity; holding the tensor keeps its address from being reused."""
+        self._names_by_key: dict[_TensorKey, str] = {}
+        self._names_by_storage: dict[int, str] = {}
+
+    # ----------------------------------------------------------------- context
+
+    def name_constant(self, tensor: torch.Tensor, name: str) -> None:
+        """Record that `tensor` is the parameter, buffer or constant called `name`."""
+        self._names_by_key.setdefault(_key(tensor), name)
+        self._names_by_storage.setdefault(tensor.untyped_storage().data_ptr(), name)
+
+    @property
+    def current(self) -> Node:
+        """The node being imported."""
+        assert self.node is not None, "no node is being imported"
+        return self.node
+
+    def location(self) -> str:
+        """'<module path>:<aten op>' of the current node."""
+        return f"{module_path(self.current)}:{op_short_name(self.current)}"
+
+    def unsupported(self, reason: str | None = None) -> NoReturn:
+        """Raise the one-line error for the current node, with an optional reason."""
+        node = self.current
+        source = source_line(node)
+        message = f"unsupported operator {node.target} in module '{module_path(node)}'"
+        message += f" (source: {source})" if source else ""
+        message += f": {reason}" if reason else ""
+        raise UnsupportedOpError(message + "; supported operators are listed in docs/frontend.md")
+
+    def result_type(self, index: int | None = None) -> TensorType:
+        """Type of the current node's result (or of result `index` of a multi-result node)."""
+        val = self.current.meta["val"]
+        if index is not None:
+            val = val[index]
+        return tensor_type(val.shape, val.dtype)
+
+    # ---------------------------------------------------------------- emission
+
+    def emit(self, op: Operation) -> SSAValue:
+        """Append `op` with the current location; return its result."""
+        op.attributes["loc"] = StringAttr(self.location())
+        self.block.add_op(op)
+        return op.results[0]
+
+    def weight(self, tensor: torch.Tensor, suffix: str | None = None) -> SSAValue:
+        """The `tfm.weight` holding `tensor`; one op per distinct tensor view.
+
+        A parameter keeps its name ("lm_head.weight"); a view of one is named
+        after it plus `suffix` ("c_attn.weight.T"); anything else after the node.
+        """
+        key = _key(tensor)
+        if key in self._weight_values:
+            return self._weight_values[key][0]
+        name = self._names_by_key.get(key)
+        if name is None:
+            base = self._names_by_storage.get(tensor.untyped_storage().data_ptr(), self.current.name)
+            name = f"{base}.{suffix}" if suffix else base
+        name = self.weights.add(name, to_numpy(tensor))
+        value = self.emit(tfm.WeightOp(name, tensor_type(tensor.shape, tensor.dtype)))
+        self._weight_values[key] = (value, tensor)
+        return value
+
+    def value(self, x: Operand | float | bool, dtype: torch.dtype | None = None) -> SSAValue:
+        """`x` as an SSA value: constants and Python scalars become weights (scalars 0-d of `dtype`)."""
+        if isinstance(x, SSAValue):
+            return x
+        if not isinstance(x, torch.Tensor):
+            x = torch.tensor(x, dtype=dtype or self.current.meta["val"].dtype)
+        return self.weight(x)
+
+    # --------------------------------------------------------- shape-only ops
+
+    def reshape(self, x: SSAValue, shape: Sequence[int]) -> SSAValue:
+        """x viewed with `shape`; no op when the shape is unchanged."""
+        if tfm.shape_of(x) == tuple(shape):
+            return x
+        return self.emit(tfm.ReshapeOp(x, tensor_type(shape, tfm.element_type(x))))
+
+    def transpose(self, x: SSAValue, perm: Sequence[int]) -> SSAValue:
+        """x with dimensions permuted; no op for the identity permutation."""
+        if list(perm) == list(range(len(perm))):
+            return x
+        shape = tfm.shape_of(x)
+        return self.emit(tfm.TransposeOp(x, perm, tensor_type([shape[p] for p in perm], tfm.element_type(x))))
+
+    def expand(self, x: SSAValue, shape: Sequence[int]) -> SSAValue:
+        """x broadcast to `shape`; no op when already that shape."""
+        if tfm.shape_of(x) == tuple(shape):
+            return x
+        return self.emit(tfm.ExpandOp(x, tensor_type(shape, tfm.element_type(x))))
+
+    def slice(self, x: SSAValue, dim: int, start: int, end: int, step: int = 1) -> SSAValue:
+        """Elements start, start+step, ... < end along `dim` (already clamped); no op when whole."""
+        shape = list(tfm.shape_of(x))
+        if (start, end, step) == (0, shape[dim], 1):
+            return x
+        shape[dim] = len(range(start, end, step))
+        return self.emit(tfm.SliceOp(x, dim, start, end, step, tensor_type(shape, tfm.element_type(x))))
+
+    def cast(self, x: SSAValue, element: Attribute) -> SSAValue:
+        """x converted to `element`; no op when it already has that type."""
+        if tfm.element_type(x) == element:
+            return x
+        return self.emit(tfm.CastOp(x, tensor_type(tfm.shape_of(x), element)))
+
+    # ------------------------------------------------------- elementwise ops
+
+    def unary(self, fn: str, x: SSAValue) -> SSAValue:
+        """tfm.unary `fn` of x."""
+        return self.emit(tfm.UnaryOp(fn, x))
+
+    def scalar(self, fn: str, x: SSAValue, value: float, result_element: Attribute | None = None) -> SSAValue:
+        """tfm.scalar `fn` of x and a compile-time number."""
+        result = tensor_type(tfm.shape_of(x), result_element or tfm.element_type(x))
+        return self.emit(tfm.ScalarOp(fn, x, value, result))
+
+    def binary(self, fn: str, lhs: SSAValue, rhs: SSAValue, result_element: Attribute | None = None) -> SSAValue:
+        """tfm.binary `fn` of two tensors with broadcasting."""
+        shape = tfm.broadcast_shapes(tfm.shape_of(lhs), tfm.shape_of(rhs))
+        if shape is None:
+            self.unsupported(f"shapes {tfm.shape_of(lhs)} and {tfm.shape_of(rhs)} do not broadcast")
+        result = tensor_type(shape, result_element or tfm.element_type(lhs))
+        return self.emit(tfm.BinaryOp(fn, lhs, rhs, result))
+
+
+def single_number(x: object, result_shape: Sequence[int] | None = None) -> float | None:
+    """The number `x` stands for: a Python scalar, or a one-element constant that does not widen the result."""
+    if isinstance(x, bool | int | float):
+        return float(x)
+    if not isinstance(x, torch.Tensor) or x.numel() != 1:
+        return None
+    widens = result_shape is not None and tfm.broadcast_shapes(tuple(x.shape), result_shape) != tuple(result_shape)
+    return None if widens else float(x.item())

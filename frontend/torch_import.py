@@ -1,0 +1,232 @@
+"""Import a `torch.export.ExportedProgram` into a tfm `func.func @main`.
+
+    program = export_module(model, {"input_ids": ids})
+    graph = import_exported_program(program)
+    # graph.module:
+    #   func.func @main(%input_ids: tensor<1x8xi64>) -> tensor<1x8x100xf32>
+    #       attributes {tfm.input_names = ["input_ids"], tfm.output_names = ["logits"]} {
+    #     %0 = tfm.weight {loc = "transformer.wte:embedding", name = "transformer.wte.weight"} : tensor<100x32xf32>
+    #     %embedding = tfm.embedding %0, %input_ids {loc = "transformer.wte:embedding"} : ...
+    #     ...
+    #   }
+
+Parameters, buffers and lifted constants become `tfm.weight` ops whose data is
+in `graph.weights`. A node whose inputs are all compile-time constants is run
+with torch at import time and becomes a weight too (constant folding); every
+other node goes to its handler in `tasic.frontend.torch_ops.ATEN_HANDLERS`.
+Every emitted op carries `loc = "<module path>:<aten op>"`.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from tasic.frontend.errors import FrontendError
+from tasic.frontend.graph_builder import GraphBuilder, module_path, tensor_type
+from tasic.frontend.torch_ops import ATEN_HANDLERS
+from tasic.ir.weights import WeightStore
+from torch.export import ExportedProgram
+from torch.export.graph_signature import ConstantArgument, InputKind, OutputKind, TensorArgument
+from torch.fx import Node
+from torch.fx.node import map_arg
+from torch.utils import _pytree as pytree
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
+from xdsl.ir import Block, Region, SSAValue
+
+
+@dataclass
+class ImportedGraph:
+    """A tfm module with its weights and the names of @main's arguments and results."""
+
+    module: ModuleOp
+    weights: WeightStore
+    input_names: list[str]
+    output_names: list[str]
+
+
+def decomposition_table() -> dict[torch._ops.OperatorBase, Callable[..., object]]:
+    """torch's default decompositions, keeping scaled_dot_product_attention whole."""
+    table = torch.export.default_decompositions()
+    table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    return table
+
+
+@contextmanager
+def _selected_outputs(module: torch.nn.Module, output_names: Sequence[str] | None) -> Iterator[None]:
+    """Make `module` return just `output_names` of its dict-like result, as a tuple, for the duration."""
+    if output_names is None:
+        yield
+        return
+    forward = module.forward
+    shadowed = module.__dict__.get("forward")
+
+    @functools.wraps(forward)
+    def selecting_forward(*args: object, **kwargs: object) -> tuple[torch.Tensor, ...]:
+        result = forward(*args, **kwargs)
+        missing = [name for name in output_names if name not in result]
+        if missing:
+            raise FrontendError(f"model outputs have no {missing}; available: {list(result.keys())}")
+        return tuple(result[name] for name in output_names)
+
+    module.forward = selecting_forward
+    try:
+        yield
+    finally:
+        if shadowed is None:
+            del module.forward
+        else:
+            module.forward = shadowed
+
+
+def export_module(
+    module: torch.nn.Module,
+    example_inputs: Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...],
+    output_names: Sequence[str] | None = None,
+) -> ExportedProgram:
+    """torch.export (non-strict) + core ATen decompositions (SDPA kept).
+
+    A dict of inputs is passed as keyword arguments, a tuple positionally.
+    With `output_names`, the program returns only those entries of the
+    module's dict-like output (e.g. a Hugging Face ModelOutput), in that order.
+    """
+    if isinstance(example_inputs, Mapping):
+        args, kwargs = (), dict(example_inputs)
+    else:
+        args, kwargs = tuple(example_inputs), {}
+    with _selected_outputs(module, output_names):
+        program = torch.export.export(module, args, kwargs, strict=False)
+    return program.run_decompositions(decomposition_table())
+
+
+def import_module(
+    module: torch.nn.Module,
+    example_inputs: Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...],
+    output_names: Sequence[str] | None = None,
+) -> ImportedGraph:
+    """export_module + import_exported_program."""
+    return import_exported_program(export_module(module, example_inputs, output_names), output_names)
+
+
+def import_exported_program(program: ExportedProgram, output_names: Sequence[str] | None = None) -> ImportedGraph:
+    """Translate the program's graph to tfm ops in `func.func @main`.
+
+    Outputs are named `output_names` when given, else by the keys of a
+    dict-like model output, else "output", "output_1", ...
+    """
+    block = Block()
+    builder = GraphBuilder(block, WeightStore())
+    values: dict[Node, object] = {}
+    input_names = _bind_inputs(program, block, builder, values)
+    for node in program.graph.nodes:
+        if node.op == "call_function":
+            values[node] = _import_call(builder, node, values)
+
+    results = _user_outputs(builder, program, values)
+    names = list(output_names) if output_names is not None else _default_output_names(program, len(results))
+    if len(names) != len(results):
+        raise FrontendError(f"{len(names)} output names given for {len(results)} outputs")
+    block.add_op(func.ReturnOp(*results))
+    main = func.FuncOp("main", ([arg.type for arg in block.args], [r.type for r in results]), Region(block))
+    main.attributes["tfm.input_names"] = ArrayAttr([StringAttr(name) for name in input_names])
+    main.attributes["tfm.output_names"] = ArrayAttr([StringAttr(name) for name in names])
+    module = ModuleOp([main])
+    module.verify()
+    return ImportedGraph(module, builder.weights, input_names, names)
+
+
+def _bind_inputs(
+    program: ExportedProgram, block: Block, builder: GraphBuilder, values: dict[Node, object]
+) -> list[str]:
+    """Give every placeholder its value: a block argument (user tensors) or a constant; returns the input names."""
+    input_names: list[str] = []
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    for spec in program.graph_signature.input_specs:
+        node = placeholders[spec.arg.name]
+        if spec.kind == InputKind.USER_INPUT and isinstance(spec.arg, TensorArgument):
+            values[node] = _add_argument(block, node)
+            input_names.append(node.name)
+        elif spec.kind == InputKind.USER_INPUT and isinstance(spec.arg, ConstantArgument):
+            values[node] = spec.arg.value
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
+            tensor = program.state_dict.get(spec.target, program.constants.get(spec.target))
+            assert isinstance(tensor, torch.Tensor), f"no data for {spec.target}"
+            builder.name_constant(tensor, spec.target)
+            values[node] = tensor
+        else:
+            raise FrontendError(f"unsupported program input '{spec.arg.name}' of kind {spec.kind.name}")
+    return input_names
+
+
+def _add_argument(block: Block, node: Node) -> SSAValue:
+    fake = node.meta["val"]
+    argument = block.insert_arg(tensor_type(fake.shape, fake.dtype), len(block.args))
+    argument.name_hint = node.name
+    return argument
+
+
+def _import_call(builder: GraphBuilder, node: Node, values: dict[Node, object]) -> object:
+    """The value of one call_function node: folded, picked from a tuple, or built by its handler."""
+    builder.node = node
+    args = map_arg(node.args, values.__getitem__)
+    kwargs = map_arg(node.kwargs, values.__getitem__)
+    if node.target is operator.getitem:
+        results, index = args
+        if results[index] is None and node.users:
+            builder.node = node.args[0]
+            builder.unsupported(f"its result {index} is not supported")
+        return results[index]
+    if not any(isinstance(leaf, SSAValue) for leaf in pytree.tree_leaves((args, kwargs))):
+        return _fold(node, args, kwargs)
+    handler = ATEN_HANDLERS.get(node.target)
+    if handler is None:
+        builder.unsupported()
+    result = handler(builder, *args, **kwargs)
+    if isinstance(result, SSAValue) and result.name_hint is None:
+        result.name_hint = node.name
+    return result
+
+
+def _fold(node: Node, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
+    """Run a node on constants with torch."""
+    try:
+        with torch.no_grad():
+            return node.target(*args, **kwargs)
+    except Exception as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FrontendError(
+            f"cannot fold constant {node.target} in module '{module_path(node)}': {first_line}"
+        ) from err
+
+
+def _user_outputs(builder: GraphBuilder, program: ExportedProgram, values: dict[Node, object]) -> list[SSAValue]:
+    output_node = next(node for node in program.graph.nodes if node.op == "output")
+    builder.node = output_node
+    results = []
+    for spec, arg in zip(program.graph_signature.output_specs, output_node.args[0], strict=True):
+        if spec.kind != OutputKind.USER_OUTPUT:
+            continue
+        value = values[arg] if isinstance(arg, Node) else arg
+        if not isinstance(value, SSAValue | torch.Tensor):
+            raise FrontendError(f"model output '{spec.arg.name}' is not a tensor ({type(value).__name__})")
+        results.append(builder.value(value))
+    return results
+
+
+def _default_output_names(program: ExportedProgram, count: int) -> list[str]:
+    """Keys of a flat dict-like output (e.g. ModelOutput: "logits"), else "output", "output_1", ..."""
+    spec = program.call_spec.out_spec
+    keys = spec.context if spec is not None else None
+    if (
+        isinstance(keys, list)
+        and len(keys) == count
+        and all(isinstance(key, str) for key in keys)
+        and all(child.is_leaf() for child in spec.children())
+    ):
+        return list(keys)
+    return ["output" if i == 0 else f"output_{i}" for i in range(count)]
