@@ -27,7 +27,7 @@ from tasic.backend.isa_spec import (
 )
 from tasic.backend.target import Target
 from tasic.backend.tbin import Symbol, TBinary
-from tasic.ir.isa import IsaOp, SymbolOp
+from tasic.ir.isa import EntryOp, IsaOp, SymbolOp
 from xdsl.dialects.builtin import ModuleOp
 
 NUMPY_DTYPES: dict[str, Any] = {
@@ -80,6 +80,12 @@ def encode_op(op: IsaOp) -> Instr:
             off_a=int(f("table_off")), reg_b=int(f("ids_reg")), off_b=int(f("ids_off")), imm=int(f("table_stride")),
             dt_d=_dt(f("dt_sram")), dt_a=_dt(f("dt_table")), dt_b=_dt(f("dt_ids")), **size,
         )  # fmt: skip
+    if mnemonic == "dma_scatter":
+        return Instr(
+            Op.DMA_SCATTER, reg_d=int(f("table_reg")), off_d=int(f("table_off")), reg_a=int(f("sram_reg")),
+            off_a=int(f("sram_off")), reg_b=int(f("ids_reg")), off_b=int(f("ids_off")), imm=int(f("table_stride")),
+            dt_d=_dt(f("dt_table")), dt_a=_dt(f("dt_sram")), dt_b=_dt(f("dt_ids")), **size,
+        )  # fmt: skip
     if mnemonic == "mxu_matmul":
         return Instr(
             Op.MXU_MATMUL, flags=int(f("accumulate")) & 1, reg_d=int(f("c_reg")), off_d=int(f("c_off")),
@@ -128,7 +134,7 @@ def _sram_extent(instr: Instr) -> int:
     cells = instr.rows * instr.cols
     if opcode in (Op.DMA_LOAD, Op.DMA_GATHER):
         return instr.off_d + cells * DTYPE_BYTES[instr.dt_d]
-    if opcode == Op.DMA_STORE:
+    if opcode in (Op.DMA_STORE, Op.DMA_SCATTER):
         return instr.off_a + cells * DTYPE_BYTES[instr.dt_a]
     if opcode == Op.MXU_MATMUL:
         return max(
@@ -151,12 +157,20 @@ def emit_binary(
     instr_locs: list[int] = []
     symbols: list[Symbol] = []
     weight_parts: list[tuple[int, bytes]] = []
+    entry_points: dict[str, int] = {}
+    entries: dict[str, dict[str, dict[str, str]]] = {}
     for op in module.body.block.ops:
         if isinstance(op, SymbolOp):
             symbol = _symbol(op)
             symbols.append(symbol)
             if symbol.kind == "weight":
                 weight_parts.append((symbol.address, _weight_bytes(op, weights, symbol)))
+            if op.entry is not None and op.user_name is not None:
+                side = entries.setdefault(op.entry.data, {"inputs": {}, "outputs": {}})
+                side[f"{symbol.kind}s"][op.user_name.data] = symbol.name
+            continue
+        if isinstance(op, EntryOp):
+            entry_points[op.sym.data] = len(code)
             continue
         assert isinstance(op, IsaOp)
         code.append(encode_op(op))
@@ -171,13 +185,15 @@ def emit_binary(
         image[address : address + len(raw)] = raw
     hbm_end = max((s.address + s.nbytes for s in symbols), default=0)
     meta = dict(metadata)
+    if entries:
+        meta["entries"] = entries
     meta.update(
         hbm_bytes=-(-hbm_end // 64) * 64,
         sram_bytes=max((_sram_extent(i) for i in code), default=0),
         locs=locs,
         instr_locs=instr_locs,
     )
-    return TBinary(target.name, target.hash, code, bytes(image), symbols, {"main": 0}, meta)
+    return TBinary(target.name, target.hash, code, bytes(image), symbols, entry_points or {"main": 0}, meta)
 
 
 def _weight_bytes(op: SymbolOp, weights: Mapping[str, np.ndarray], symbol: Symbol) -> bytes:

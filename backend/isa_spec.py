@@ -103,6 +103,7 @@ class Op(IntEnum):
     DMA_LOAD = 0x10  # SRAM tile <- strided HBM
     DMA_STORE = 0x11  # strided HBM <- SRAM tile
     DMA_GATHER = 0x12  # SRAM rows <- HBM table rows picked by HBM indices
+    DMA_SCATTER = 0x13  # HBM table rows picked by HBM indices <- SRAM rows
     MXU_MATMUL = 0x20  # C[M,N] (+)= A[M,K] @ B[K,N]
     VPU_UNARY = 0x30  # d = f(a)
     VPU_BINARY = 0x31  # d = a (op) b, b broadcast per `flags`
@@ -110,7 +111,7 @@ class Op(IntEnum):
     VPU_REDUCE = 0x33  # d[r, 0] = reduce over the row of a
     VPU_SELECT = 0x34  # d = c ? a : b   (c at reg_c + imm, dtype BOOL)
     VPU_FILL = 0x35  # d = imm (f32)
-    VPU_CAUSAL = 0x36  # d[i, j] = -inf where j > i + reg[reg_a] + off_a
+    VPU_CAUSAL = 0x36  # d[i, j] = -inf where j > i + diag, or j <= i + diag - depth (depth > 0: sliding window)
 
 
 class UnaryFn(IntEnum):
@@ -206,6 +207,7 @@ OPCODE_ENGINE = {
     Op.DMA_LOAD: Engine.DMA_LOAD,
     Op.DMA_STORE: Engine.DMA_STORE,
     Op.DMA_GATHER: Engine.DMA_LOAD,
+    Op.DMA_SCATTER: Engine.DMA_STORE,
     Op.MXU_MATMUL: Engine.MXU,
     Op.VPU_UNARY: Engine.VPU,
     Op.VPU_BINARY: Engine.VPU,

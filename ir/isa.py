@@ -51,6 +51,11 @@ INSTRUCTIONS: dict[str, dict[str, str]] = {
         "ids_off": "int", "rows": "int", "cols": "int", "table_stride": "int", "dt_sram": "dtype",
         "dt_table": "dtype", "dt_ids": "dtype",
     },
+    "dma_scatter": {
+        "table_reg": "reg", "table_off": "int", "sram_reg": "reg", "sram_off": "int", "ids_reg": "reg",
+        "ids_off": "int", "rows": "int", "cols": "int", "table_stride": "int", "dt_table": "dtype",
+        "dt_sram": "dtype", "dt_ids": "dtype",
+    },
     "mxu_matmul": {
         "c_reg": "reg", "c_off": "int", "a_reg": "reg", "a_off": "int", "b_reg": "reg", "b_off": "int",
         "m": "int", "n": "int", "k": "int", "accumulate": "int", "dt_c": "dtype", "dt_a": "dtype", "dt_b": "dtype",
@@ -80,7 +85,7 @@ INSTRUCTIONS: dict[str, dict[str, str]] = {
     "vpu_fill": {"d_reg": "reg", "d_off": "int", "rows": "int", "cols": "int", "dt_d": "dtype", "value": "f32"},
     "vpu_causal": {
         "d_reg": "reg", "d_off": "int", "diag_reg": "reg", "diag_off": "int", "rows": "int", "cols": "int",
-        "dt_d": "dtype",
+        "window": "int", "dt_d": "dtype",
     },
 }  # fmt: skip
 
@@ -145,6 +150,7 @@ class SymbolOp(IRDLOperation):
     """Directive: a named tensor at an HBM byte address.
 
     Weights name their weight-store entry in `source`; `transpose = 1` stores it transposed.
+    In a multi-entry program an input or output names its `entry` and the `user_name` callers use.
 
     isa.symbol {name = "wte", kind = "weight", address = 0 : i64, shape = [100 : i64, 32 : i64], dtype = "f32"}
     """
@@ -159,6 +165,21 @@ class SymbolOp(IRDLOperation):
     dtype = prop_def(StringAttr)
     source = opt_prop_def(StringAttr)
     transpose = opt_prop_def(IntegerAttr)
+    entry = opt_prop_def(StringAttr)
+    user_name = opt_prop_def(StringAttr)
+
+
+@irdl_op_definition
+class EntryOp(IRDLOperation):
+    """Directive: the instructions that follow, up to halt, are the entry point `name`.
+
+    isa.entry {name = "decode"}
+    """
+
+    name = "isa.entry"
+    assembly_format = "attr-dict"
+    irdl_options = (ParsePropInAttrDict(),)
+    sym = prop_def(StringAttr, prop_name="name")
 
 
 def create_instruction(mnemonic: str, loc: str | None = None, **values: int | str | float) -> IsaOp:
@@ -182,4 +203,4 @@ def create_instruction(mnemonic: str, loc: str | None = None, **values: int | st
     return cls.create(properties=props)
 
 
-Isa = Dialect("isa", [*INSTRUCTION_OPS.values(), SymbolOp])
+Isa = Dialect("isa", [*INSTRUCTION_OPS.values(), SymbolOp, EntryOp])

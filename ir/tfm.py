@@ -10,6 +10,11 @@ prints as ``operands {properties} : (types) -> types``, for example::
 
 The optional discardable attribute ``loc`` (a string) carries the source
 location (module path and source op) down to the binary's per-op report.
+
+Functions name their arguments and results with `tfm.input_names` and
+`tfm.output_names`. Persistent state (a KV cache) is listed in
+`tfm.state_names`: each such argument is also returned, updated, under the
+same name; it lives in HBM across calls and entry points.
 """
 
 from __future__ import annotations
@@ -551,6 +556,34 @@ class ReduceOp(TfmOp):
         self._require(shape_of(self.result) == expected, f"expected result shape {expected}")
 
 
+@irdl_op_definition
+class IndexCopyOp(TfmOp):
+    """dest with its slices along `dim` at `index[i]` replaced by slice i of source (a KV-cache write).
+
+    %c2 = tfm.index_copy %cache, %pos, %k {dim = 2 : i64}
+        : (tensor<1x2x64x16xf32>, tensor<4xi64>, tensor<1x2x4x16xf32>) -> tensor<1x2x64x16xf32>
+    """
+
+    name = "tfm.index_copy"
+    dim = prop_def(IntegerAttr)
+    dest = operand_def(TensorType)
+    index = operand_def(TensorType)
+    source = operand_def(TensorType)
+    result = result_def(TensorType)
+
+    def __init__(self, dest: SSAValue, index: SSAValue, source: SSAValue, dim: int):
+        props = {"dim": IntegerAttr(dim, i64)}
+        super().__init__(operands=[dest, index, source], properties=props, result_types=[dest.type])
+
+    def verify_(self) -> None:
+        dest, index, source = shape_of(self.dest), shape_of(self.index), shape_of(self.source)
+        dim = self.dim.value.data
+        self._require(0 <= dim < len(dest) and len(index) == 1, "index must be 1-D and dim in range")
+        expected = tuple(index[0] if i == dim else n for i, n in enumerate(dest))
+        self._require(source == expected, f"source shape {source} does not match {expected}")
+        self._require(shape_of(self.result) == dest, "result has the shape of dest")
+
+
 def _count(shape: Sequence[int]) -> int:
     total = 1
     for n in shape:
@@ -586,5 +619,6 @@ Tfm = Dialect(
         WhereOp,
         CastOp,
         ReduceOp,
+        IndexCopyOp,
     ],
 )

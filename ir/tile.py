@@ -47,7 +47,7 @@ from xdsl.utils.exceptions import VerifyException
 
 HBM = StringAttr("hbm")
 SRAM = StringAttr("sram")
-HBM_KINDS = ("input", "output", "weight", "temp")
+HBM_KINDS = ("input", "output", "weight", "kv", "temp")
 
 
 def memref(shape: Sequence[int], element_type: Attribute, space: StringAttr) -> MemRefType:
@@ -92,7 +92,7 @@ def _props(**values: int | Sequence[int]) -> dict[str, Attribute]:
 
 @irdl_op_definition
 class HbmBufferOp(TileOp):
-    """A named HBM buffer: a model input or output, a weight, or a temporary.
+    """A named HBM buffer: a model input or output, a weight, KV-cache state, or a temporary.
 
     %w = tile.hbm {name = "fc.weight", kind = "weight", transpose = true} : memref<32x64xf32, "hbm">
 
@@ -309,6 +309,40 @@ class DmaGatherOp(_HbmAccessOp):
 
 
 @irdl_op_definition
+class DmaScatterOp(_HbmAccessOp):
+    """Write SRAM tile rows into table rows picked by integer ids (KV-cache writes).
+
+    The window properties address the ids (`rows` ids at `offset`, advancing
+    by `loop_strides`); `table_offset`/`table_loop_strides` address the first
+    column of the table, whose rows are `row_stride` elements apart.
+
+    tile.dma_scatter %tile, %ids, %table {rows = 4 : i64, cols = 16 : i64, ...} : memref<...>, memref<...>, memref<...>
+    """
+
+    name = "tile.dma_scatter"
+    source = operand_def(MemRefType)
+    ids = operand_def(MemRefType)
+    table = operand_def(MemRefType)
+    table_offset = prop_def(IntegerAttr)
+    table_loop_strides = prop_def(ArrayAttr)
+
+    def __init__(
+        self,
+        source: SSAValue,
+        ids: SSAValue,
+        table: SSAValue,
+        rows: int,
+        cols: int,
+        ids_access: tuple[int, Sequence[int]],
+        table_access: tuple[int, Sequence[int]],
+        table_row_stride: int,
+    ):
+        props = _window_props(rows, cols, ids_access[0], (table_row_stride, 1), ids_access[1], 0)
+        props |= _props(table_offset=table_access[0], table_loop_strides=list(table_access[1]))
+        super().__init__(operands=[source, ids, table], properties=props)
+
+
+@irdl_op_definition
 class MatmulOp(TileOp):
     """C[m, n] (+)= A[m, k] @ B[k, n] on the matrix engine, fp32 accumulate.
 
@@ -447,18 +481,23 @@ class FillOp(_VectorOp):
 
 @irdl_op_definition
 class CausalMaskOp(_VectorOp):
-    """In place: dest[i, j] = -inf where j > i + diagonal (+ loop_strides . ivs).
+    """In place, with d = diagonal (+ loop_strides . ivs): dest[i, j] = -inf where j > i + d,
+    and where j <= i + d - window when window > 0 (sliding-window attention).
 
-    tile.causal %s {rows = 4 : i64, cols = 8 : i64, diagonal = 0 : i64, loop_strides = [4 : i64]} : memref<...>
+    tile.causal %s {rows = 4 : i64, cols = 8 : i64, diagonal = 0 : i64, loop_strides = [4 : i64], window = 0 : i64}
+        : memref<...>
     """
 
     name = "tile.causal"
     diagonal = prop_def(IntegerAttr)
     loop_strides = prop_def(ArrayAttr)
+    window = prop_def(IntegerAttr)
     dest = operand_def(MemRefType)
 
-    def __init__(self, dest: SSAValue, rows: int, cols: int, diagonal: int, loop_strides: Sequence[int]):
-        props = _props(rows=rows, cols=cols, diagonal=diagonal, loop_strides=list(loop_strides))
+    def __init__(
+        self, dest: SSAValue, rows: int, cols: int, diagonal: int, loop_strides: Sequence[int], window: int = 0
+    ):
+        props = _props(rows=rows, cols=cols, diagonal=diagonal, loop_strides=list(loop_strides), window=window)
         super().__init__(operands=[dest], properties=props)
 
 
@@ -504,6 +543,7 @@ Tile = Dialect(
         DmaLoadOp,
         DmaStoreOp,
         DmaGatherOp,
+        DmaScatterOp,
         MatmulOp,
         UnaryOp,
         BinaryOp,

@@ -76,6 +76,8 @@ def leaf_of(op: Operation) -> Leaf | None:
         return Leaf(op, "dma_load", [r(op.source)], [r(op.dest)])
     if isinstance(op, tile.DmaGatherOp):
         return Leaf(op, "dma_load", [r(op.table), r(op.ids)], [r(op.dest)])
+    if isinstance(op, tile.DmaScatterOp):
+        return Leaf(op, "dma_store", [r(op.source), r(op.ids)], [r(op.table)])
     if isinstance(op, tile.DmaStoreOp):
         return Leaf(op, "dma_store", [r(op.source)], [r(op.dest)])
     if isinstance(op, tile.MatmulOp):
@@ -126,15 +128,16 @@ class InsertSyncPass(ModulePass):
     name = "insert-sync"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        """Synchronise within kernels, then put a barrier between consecutive kernels."""
-        previous: tuple[tile.KernelOp, set[str]] | None = None
-        for kernel in [k for k in op.walk() if isinstance(k, tile.KernelOp)]:
-            leaves = [leaf for o in kernel.walk() if (leaf := leaf_of(o)) is not None]
-            engines = {leaf.engine for leaf in leaves}
-            _sync_kernel(leaves)
-            if previous is not None:
-                _barrier(previous[0], previous[1], kernel, engines)
-            previous = (kernel, engines)
+        """Synchronise within kernels, then put a barrier between consecutive kernels of a function."""
+        for function in op.body.block.ops:
+            previous: tuple[tile.KernelOp, set[str]] | None = None
+            for kernel in [k for k in function.walk() if isinstance(k, tile.KernelOp)]:
+                leaves = [leaf for o in kernel.walk() if (leaf := leaf_of(o)) is not None]
+                engines = {leaf.engine for leaf in leaves}
+                _sync_kernel(leaves)
+                if previous is not None:
+                    _barrier(previous[0], previous[1], kernel, engines)
+                previous = (kernel, engines)
 
 
 def _index_in_block(op: Operation) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from tasic.ir import tile
-from tasic.ir.isa import NUM_REGS, SymbolOp, create_instruction
+from tasic.ir.isa import NUM_REGS, EntryOp, SymbolOp, create_instruction
 from tasic.passes.tiling.dtypes import dtype_name, element_bytes
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -34,59 +34,80 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 ALIGN = 64
-KIND_ORDER = ("weight", "input", "output", "temp")
+KIND_ORDER = ("weight", "kv", "input", "output", "temp")
 
 
 @dataclass(frozen=True)
 class LowerToIsaPass(ModulePass):
-    """Replace tile functions by isa.symbol directives and one flat instruction stream."""
+    """Replace tile functions by isa.symbol directives and one instruction stream per function.
+
+    A module with one function @main is one program; with several functions,
+    each becomes an entry point (isa.entry) sharing weights and KV state by name.
+    """
 
     name = "lower-to-isa"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Lower every tile-level function in the module."""
-        for function in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
-            ops = _lower_function(function)
+        functions = [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]
+        if not functions:
+            return
+        entries = not (len(functions) == 1 and functions[0].sym_name.data == "main")
+        addresses, symbols = _place_buffers(functions, entries)
+        lowered: list[Operation] = list(symbols)
+        for function in functions:
+            if entries:
+                lowered.append(EntryOp.create(properties={"name": StringAttr(function.sym_name.data)}))
+            for kernel in function.body.block.ops:
+                if isinstance(kernel, tile.KernelOp):
+                    lowered.extend(KernelLowering(kernel, addresses).lower())
+            lowered.append(create_instruction("halt"))
+        for function in functions:
             function.detach()
             function.erase()
-            op.body.block.add_ops(ops)
+        op.body.block.add_ops(lowered)
 
 
-def _lower_function(function: func.FuncOp) -> list[Operation]:
-    buffers = [o for o in function.body.block.ops if isinstance(o, tile.HbmBufferOp)]
-    addresses, symbols = _place_buffers(buffers)
-    out: list[Operation] = list(symbols)
-    for kernel in function.body.block.ops:
-        if isinstance(kernel, tile.KernelOp):
-            out.extend(KernelLowering(kernel, addresses).lower())
-    out.append(create_instruction("halt"))
-    return out
-
-
-def _place_buffers(buffers: list[tile.HbmBufferOp]) -> tuple[dict[SSAValue, int], list[SymbolOp]]:
+def _place_buffers(functions: list[func.FuncOp], entries: bool) -> tuple[dict[SSAValue, int], list[SymbolOp]]:
+    """HBM addresses: shared weights and KV state once, then each function's own buffers."""
+    buffers = [(f, b) for f in functions for b in f.body.block.ops if isinstance(b, tile.HbmBufferOp)]
     addresses: dict[SSAValue, int] = {}
+    placed: dict[tuple[str, ...], int] = {}
     symbols = []
     address = 0
     for kind in KIND_ORDER:
-        for buffer in (b for b in buffers if b.kind.data == kind):
-            shape = tuple(buffer.result.type.get_shape())
-            elem = buffer.result.type.element_type
+        for function, buffer in (fb for fb in buffers if fb[1].kind.data == kind):
             name = buffer.sym.data
-            props = {
-                "name": StringAttr(f"{name}.T" if buffer.transpose is not None else name),
-                "kind": StringAttr(kind),
-                "address": IntegerAttr(address, i64),
-                "shape": ArrayAttr([IntegerAttr(n, i64) for n in shape]),
-                "dtype": StringAttr(dtype_name(elem)),
-            }
-            if kind == "weight":
-                props["source"] = StringAttr(name)
-            if buffer.transpose is not None:
-                props["transpose"] = IntegerAttr(1, i64)
-            symbols.append(SymbolOp.create(properties=props))
-            addresses[buffer.result] = address
-            address += -(-prod(shape) * element_bytes(elem) // ALIGN) * ALIGN
+            shared = kind in ("weight", "kv")
+            key = (kind, name, str(buffer.transpose is not None)) if shared else (function.sym_name.data, name)
+            if key in placed:
+                addresses[buffer.result] = placed[key]
+                continue
+            symbols.append(_symbol(buffer, function.sym_name.data if entries and not shared else None, address))
+            placed[key] = addresses[buffer.result] = address
+            shape = buffer.result.type.get_shape()
+            address += -(-prod(shape) * element_bytes(buffer.result.type.element_type) // ALIGN) * ALIGN
     return addresses, symbols
+
+
+def _symbol(buffer: tile.HbmBufferOp, entry: str | None, address: int) -> SymbolOp:
+    name, kind = buffer.sym.data, buffer.kind.data
+    props = {
+        "name": StringAttr(f"{name}.T" if buffer.transpose is not None else name),
+        "kind": StringAttr(kind),
+        "address": IntegerAttr(address, i64),
+        "shape": ArrayAttr([IntegerAttr(n, i64) for n in buffer.result.type.get_shape()]),
+        "dtype": StringAttr(dtype_name(buffer.result.type.element_type)),
+    }
+    if kind == "weight":
+        props["source"] = StringAttr(name)
+    if buffer.transpose is not None:
+        props["transpose"] = IntegerAttr(1, i64)
+    if entry is not None:
+        props["name"] = StringAttr(f"{entry}.{name}")
+        props["entry"] = StringAttr(entry)
+        props["user_name"] = StringAttr(name)
+    return SymbolOp.create(properties=props)
 
 
 @dataclass
@@ -178,6 +199,13 @@ class KernelLowering:
                 table_stride=op.int_prop("row_stride"), dt_sram=_dt(op.dest), dt_table=_dt(op.table),
                 dt_ids=_dt(op.ids),
             )  # fmt: skip
+        elif isinstance(op, tile.DmaScatterOp):
+            self._emit(
+                "dma_scatter", table_reg=reg(op, "table"), table_off=0, sram_reg=0, sram_off=_sram(op.source),
+                ids_reg=reg(op, "ids"), ids_off=0, rows=op.int_prop("rows"), cols=op.int_prop("cols"),
+                table_stride=op.int_prop("row_stride"), dt_table=_dt(op.table), dt_sram=_dt(op.source),
+                dt_ids=_dt(op.ids),
+            )  # fmt: skip
         elif isinstance(op, tile.MatmulOp):
             self._emit(
                 "mxu_matmul", c_reg=0, c_off=_sram(op.acc), a_reg=0, a_off=_sram(op.lhs), b_reg=0,
@@ -210,7 +238,7 @@ class KernelLowering:
         elif isinstance(op, tile.CausalMaskOp):
             self._emit(
                 "vpu_causal", d_reg=0, d_off=_sram(op.dest), diag_reg=self._register(op, "diag"), diag_off=0,
-                dt_d=_dt(op.dest), **size,
+                window=op.int_prop("window"), dt_d=_dt(op.dest), **size,
             )  # fmt: skip
         else:
             raise NotImplementedError(f"lower-to-isa cannot lower {op.name}")
@@ -222,7 +250,7 @@ def _addressed(op: Operation) -> dict[str, tuple[SSAValue | None, int, list[int]
         hbm = op.source if isinstance(op, tile.DmaLoadOp) else op.dest
         strides = tile.int_list(op.loop_strides)
         return {"hbm": (hbm, op.int_prop("offset"), strides, element_bytes(hbm.type.element_type))}
-    if isinstance(op, tile.DmaGatherOp):
+    if isinstance(op, tile.DmaGatherOp | tile.DmaScatterOp):
         return {
             "ids": (
                 op.ids,

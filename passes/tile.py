@@ -54,13 +54,14 @@ KERNELS: dict[type[Operation], Callable[[TileContext, Operation], None]] = {
     tfm.EmbeddingOp: kernels.embedding,
     tfm.AttentionOp: kernels.attention,
     tfm.ConcatOp: kernels.concat,
+    tfm.IndexCopyOp: kernels.index_copy,
 }  # type: ignore[dict-item]
 
 
 def io_names(function: func.FuncOp, key: str, count: int, default: str) -> list[str]:
-    """Input or output names recorded by the frontend, else numbered defaults."""
+    """Names recorded by the frontend (any number when count < 0), else numbered defaults."""
     attr = function.attributes.get(key)
-    if isinstance(attr, ArrayAttr) and len(attr.data) == count:
+    if isinstance(attr, ArrayAttr) and (count < 0 or len(attr.data) == count):
         return [a.data for a in attr.data]  # type: ignore[union-attr]
     return [default if count == 1 else f"{default}{i}" for i in range(count)]
 
@@ -89,20 +90,30 @@ def _lower_function(function: func.FuncOp, target, dtype: str) -> func.FuncOp:
     assert isinstance(ret, func.ReturnOp)
     input_names = io_names(function, "tfm.input_names", len(args), "input")
     output_names = io_names(function, "tfm.output_names", len(ret.arguments), "output")
+    state_names = (
+        set(io_names(function, "tfm.state_names", -1, "")) if "tfm.state_names" in function.attributes else set()
+    )
     block = Block()
     returned: dict[SSAValue, list[str]] = {}
+    states: list[tuple[SSAValue, str]] = []
     for value, name in zip(ret.arguments, output_names, strict=True):
-        returned.setdefault(value, []).append(name)
+        if name in state_names:
+            states.append((value, name))
+        else:
+            returned.setdefault(value, []).append(name)
     context = TileContext(target=target, float_dtype=dtype, block=block, output_names=returned)
     for arg, name in zip(args, input_names, strict=True):
         shape = tfm.shape_of(arg)
-        context.views[arg] = View.dense(context.hbm(name, "input", shape, context.storage_type(arg.type)), shape)
+        kind = "kv" if name in state_names else "input"
+        context.views[arg] = View.dense(context.hbm(name, kind, shape, context.storage_type(arg.type)), shape)
     for op in function.body.block.ops:
         if not isinstance(op, func.ReturnOp):
             _lower_op(context, op)
     for value, names in returned.items():
         for name in names:
             _materialise_output(context, value, name)
+    for value, name in states:
+        _write_back_state(context, value, name)
     block.add_op(func.ReturnOp())
     lowered = func.FuncOp(function.sym_name.data, FunctionType.from_lists([], []), Region(block))
     lowered.attributes["tfm.input_names"] = ArrayAttr([StringAttr(n) for n in input_names])
@@ -147,6 +158,20 @@ def _view_of_layout_op(context: TileContext, op: Operation) -> View | None:
     if isinstance(op, tfm.ExpandOp):
         return source.broadcast_to(tfm.shape_of(op.result))
     return None
+
+
+def _write_back_state(context: TileContext, value: SSAValue, name: str) -> None:
+    """Persistent state returned updated: store it into its KV buffer unless it already is there."""
+    view = context.view_of(value)
+    target = next(
+        op.result
+        for op in context.block.ops
+        if isinstance(op, tile.HbmBufferOp) and op.sym.data == name and op.kind.data == "kv"
+    )
+    if view.buffer is target and view.offset == 0 and view.is_dense:
+        return
+    shape = tfm.shape_of(value)
+    kernels.copy_to_view(context, f"state {name}", View.dense(target, shape), (view, context.sram_type(value.type)))
 
 
 def _materialise_output(context: TileContext, value: SSAValue, name: str) -> None:

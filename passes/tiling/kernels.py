@@ -382,6 +382,9 @@ def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
     k_t = k.permute([0, 1, 3, 2])
     scale = op.scale.value.data
     softcap = op.softcap.value.data if op.softcap is not None else None
+    window = op.window.value.data if op.window is not None else 0
+    if window and not op.causal.value.data:
+        raise NotImplementedError(f"{loc_of(op)}: a sliding window without causal masking is not supported")
 
     def query_tile(b: Pos, h: Pos, q0: Pos, nq: int) -> None:
         kb.load(q, [b, h, q0, Pos()], nq, d, qt)
@@ -399,7 +402,7 @@ def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
                 kb.add(tile.BinaryOp("add", scores, mask_tile, scores, nq, sk))
         if op.causal.value.data:
             diagonal = q0 + Pos(sk - sq)
-            kb.add(tile.CausalMaskOp(scores, nq, sk, diagonal.const, diagonal.strides(kb.depth)))
+            kb.add(tile.CausalMaskOp(scores, nq, sk, diagonal.const, diagonal.strides(kb.depth), window))
         _softmax_rows(kb, scores, stat, nq, sk)
         if separate_p:
             kb.add(tile.UnaryOp("copy", scores, probs, nq, sk))
@@ -416,6 +419,47 @@ def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
     kb.tiled_range(batch, 1, lambda b, _n: kb.tiled_range(kv_heads, 1, lambda hk, _m: heads_of(b, hk)))
 
 
+def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:
+    """Rows of `source` scattered into `dest` at runtime indices; in place on KV-cache state."""
+    loc = loc_of(op)
+    dest = ctx.view_of(op.dest)
+    owner = dest.buffer.owner
+    whole = dest.offset == 0 and dest.is_dense and dest.shape == tuple(dest.buffer.type.get_shape())
+    if isinstance(owner, tile.HbmBufferOp) and owner.kind.data == "kv" and whole and op.dest.has_one_use():
+        out = ctx.views[op.result] = dest
+    else:
+        out = ctx.result_view(op.result)
+        copy_to_view(ctx, f"{loc} copy", out, (dest, ctx.sram_type(op.result.type)))
+    rank, dim = len(out.shape), op.dim.value.data
+    if dim == rank - 1:
+        raise NotImplementedError(f"{loc}: index_copy along the last dimension is not supported")
+    perm = [d for d in range(rank) if d not in (dim, rank - 1)] + [dim, rank - 1]
+    table, source = out.permute(perm), ctx.view_of(op.source).permute(perm)
+    ids = ctx.view_of(op.index)
+    count, width = source.shape[-2], source.shape[-1]
+    if table.strides[-1] != 1:
+        raise NotImplementedError(f"{loc}: the destination's last dimension must be contiguous")
+    rows, cols = fit_tile(min(count, ROW_TILE_MAX), min(width, COL_TILE_MAX), 4, ctx.sram_budget, loc)
+    kb = ctx.kernel(loc)
+    buf = kb.sram((rows, cols), f32)
+
+    def body(outer: list[Pos], r0: Pos, nr: int, c0: Pos, nc: int) -> None:
+        kb.load(source, [*outer, r0, c0], nr, nc, buf)
+        ids_access = (ids.offset + r0.const * ids.strides[0], [s * ids.strides[0] for s in r0.strides(kb.depth)])
+        table_access = kb.access(table, [*outer, Pos(), c0])
+        kb.add(tile.DmaScatterOp(buf, ids.buffer, table.buffer, nr, nc, ids_access, table_access, table.strides[-2]))
+
+    def outer_loops(dim_index: int, starts: list[Pos]) -> None:
+        if dim_index == rank - 2:
+            kb.tiled_range(
+                count, rows, lambda r0, nr: kb.tiled_range(width, cols, lambda c0, nc: body(starts, r0, nr, c0, nc))
+            )
+        else:
+            kb.tiled_range(table.shape[dim_index], 1, lambda p, _n: outer_loops(dim_index + 1, [*starts, p]))
+
+    outer_loops(0, [])
+
+
 def concat(ctx: TileContext, op: tfm.ConcatOp) -> None:
     """Copy each input into its slice of the result."""
     out = ctx.result_view(op.result)
@@ -425,11 +469,12 @@ def concat(ctx: TileContext, op: tfm.ConcatOp) -> None:
         size = tfm.shape_of(value)[dim]
         part = out.slice(dim, start, start + size, 1)
         operands = [(ctx.view_of(value), ctx.sram_type(op.result.type))]
-        _copy_to_view(ctx, loc_of(op), part, operands[0])
+        copy_to_view(ctx, loc_of(op), part, operands[0])
         start += size
 
 
-def _copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Attribute]) -> None:
+def copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Attribute]) -> None:
+    """Copy a view (converting dtype) into an existing destination view."""
     shape = as_matrix_shape(dest.shape)
     dst, src = dest.broadcast_to(shape), source[0].broadcast_to(shape)
     limits = (min(shape[-2], ROW_TILE_MAX), min(shape[-1], COL_TILE_MAX))
