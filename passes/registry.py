@@ -37,6 +37,12 @@ def _raise_attention() -> type[ModulePass]:
     return RaiseAttentionPass
 
 
+def _decode_buckets() -> type[ModulePass]:
+    from tasic.passes.decode_buckets import DecodeBucketsPass
+
+    return DecodeBucketsPass
+
+
 def _tile() -> type[ModulePass]:
     from tasic.passes.tile import TilePass
 
@@ -67,6 +73,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "raise-rms-norm": _raise_rms_norm,
     "raise-gelu": _raise_gelu,
     "raise-attention": _raise_attention,
+    "decode-buckets": _decode_buckets,
     "tile": _tile,
     "plan-sram": _plan_sram,
     "insert-sync": _insert_sync,
