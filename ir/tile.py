@@ -274,13 +274,34 @@ class DmaStoreOp(_HbmAccessOp):
         self._require(_in_space(self.source, SRAM) and _in_space(self.dest, HBM), "stores sram -> hbm")
 
 
-@irdl_op_definition
-class DmaGatherOp(_HbmAccessOp):
-    """Gather table rows picked by integer ids into an SRAM tile.
+class _IndexedRowsOp(_HbmAccessOp):
+    """DMA of table rows picked by integer ids held in HBM.
 
     The window properties address the ids (`rows` ids at `offset`, advancing
     by `loop_strides`); `table_offset`/`table_loop_strides` address the first
     column of the table, whose rows are `row_stride` elements apart.
+    """
+
+    ids = operand_def(MemRefType)
+    table_offset = prop_def(IntegerAttr)
+    table_loop_strides = prop_def(ArrayAttr)
+
+    @staticmethod
+    def indexed_props(
+        rows: int,
+        cols: int,
+        ids_access: tuple[int, Sequence[int]],
+        table_access: tuple[int, Sequence[int]],
+        stride: int,
+    ) -> dict[str, Attribute]:
+        """Properties of an indexed-rows DMA."""
+        props = _window_props(rows, cols, ids_access[0], (stride, 1), ids_access[1], 0)
+        return props | _props(table_offset=table_access[0], table_loop_strides=list(table_access[1]))
+
+
+@irdl_op_definition
+class DmaGatherOp(_IndexedRowsOp):
+    """Gather table rows picked by integer ids into an SRAM tile (embeddings).
 
     tile.dma_gather %table, %ids, %tile {rows = 8 : i64, cols = 16 : i64, ...} : memref<...>, memref<...>, memref<...>
     """
@@ -289,8 +310,6 @@ class DmaGatherOp(_HbmAccessOp):
     table = operand_def(MemRefType)
     ids = operand_def(MemRefType)
     dest = operand_def(MemRefType)
-    table_offset = prop_def(IntegerAttr)
-    table_loop_strides = prop_def(ArrayAttr)
 
     def __init__(
         self,
@@ -303,18 +322,13 @@ class DmaGatherOp(_HbmAccessOp):
         table_access: tuple[int, Sequence[int]],
         table_row_stride: int,
     ):
-        props = _window_props(rows, cols, ids_access[0], (table_row_stride, 1), ids_access[1], 0)
-        props |= _props(table_offset=table_access[0], table_loop_strides=list(table_access[1]))
+        props = self.indexed_props(rows, cols, ids_access, table_access, table_row_stride)
         super().__init__(operands=[table, ids, dest], properties=props)
 
 
 @irdl_op_definition
-class DmaScatterOp(_HbmAccessOp):
+class DmaScatterOp(_IndexedRowsOp):
     """Write SRAM tile rows into table rows picked by integer ids (KV-cache writes).
-
-    The window properties address the ids (`rows` ids at `offset`, advancing
-    by `loop_strides`); `table_offset`/`table_loop_strides` address the first
-    column of the table, whose rows are `row_stride` elements apart.
 
     tile.dma_scatter %tile, %ids, %table {rows = 4 : i64, cols = 16 : i64, ...} : memref<...>, memref<...>, memref<...>
     """
@@ -323,8 +337,6 @@ class DmaScatterOp(_HbmAccessOp):
     source = operand_def(MemRefType)
     ids = operand_def(MemRefType)
     table = operand_def(MemRefType)
-    table_offset = prop_def(IntegerAttr)
-    table_loop_strides = prop_def(ArrayAttr)
 
     def __init__(
         self,
@@ -337,8 +349,7 @@ class DmaScatterOp(_HbmAccessOp):
         table_access: tuple[int, Sequence[int]],
         table_row_stride: int,
     ):
-        props = _window_props(rows, cols, ids_access[0], (table_row_stride, 1), ids_access[1], 0)
-        props |= _props(table_offset=table_access[0], table_loop_strides=list(table_access[1]))
+        props = self.indexed_props(rows, cols, ids_access, table_access, table_row_stride)
         super().__init__(operands=[source, ids, table], properties=props)
 
 
