@@ -165,7 +165,7 @@ def emit_binary(
             symbols.append(symbol)
             if symbol.kind == "weight":
                 weight_parts.append((symbol.address, _weight_bytes(op, weights, symbol)))
-            if op.entry is not None and op.user_name is not None:
+            if op.entry is not None and op.user_name is not None and symbol.kind in ("input", "output"):
                 side = entries.setdefault(op.entry.data, {"inputs": {}, "outputs": {}})
                 side[f"{symbol.kind}s"][op.user_name.data] = symbol.name
             continue

@@ -35,6 +35,9 @@ def cmd_compile(args: argparse.Namespace) -> None:
         return
     if args.model is None:
         raise UsageError("compile needs a MODEL (a Hugging Face model directory or file.py:function)")
+    if args.context:
+        _compile_llm(args, target)
+        return
     from tasic.frontend.hf import import_model
 
     start = time.perf_counter()
@@ -54,6 +57,63 @@ def cmd_compile(args: argparse.Namespace) -> None:
     )
 
 
+def _compile_llm(args: argparse.Namespace, target: object) -> None:
+    """An LLM binary: prefill (prompts up to --seq-len) and decode entry points over a KV cache."""
+    from tasic.backend.tbin import write_tbin
+    from tasic.llm import compile_llm
+
+    start = time.perf_counter()
+    _progress(
+        f"[1/2] importing {args.model} as an LLM (batch {args.batch}, prompt {args.seq_len}, context {args.context})"
+    )
+    binary, _ = compile_llm(args.model, target, args.dtype, args.batch, args.context, args.seq_len, _progress)
+    _progress(f"[2/2] writing {args.output}")
+    write_tbin(binary, args.output)
+    entries = ", ".join(binary.entry_points)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {args.output}: entry points {entries}; {len(binary.code)} instructions, {elapsed:.1f}s")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Generate text on the simulator, streaming tokens, then the report."""
+    from tasic.backend.target import load_target
+    from tasic.backend.tbin import read_tbin
+    from tasic.frontend.hf import load_tokenizer
+    from tasic.llm import LlmSession, compile_llm, generate, report_lines
+
+    if args.model.endswith(".tbin"):
+        binary = read_tbin(args.model)
+        target = load_target(args.target or binary.target_name)
+        tokenizer = load_tokenizer(args.tokenizer or binary.metadata.get("model", ""))
+    else:
+        target = load_target(args.target or "tiny")
+        binary, tokenizer = compile_llm(args.model, target, args.dtype, 1, args.context, args.prompt_len, _progress)
+    if tokenizer is None:
+        raise UsageError(f"no tokenizer found for {args.model}: give --tokenizer (a model directory or .gguf)")
+    if args.chat:
+        messages = [{"role": "user", "content": args.prompt}]
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        prompt = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+    else:
+        prompt = tokenizer.encode(args.prompt)
+    session = LlmSession(binary, target)
+    shown = [""]
+
+    def stream(_row: int, tokens: list[int]) -> None:
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        print(text[len(shown[0]) :], end="", flush=True)
+        shown[0] = text
+
+    tokens = generate(
+        session, [prompt], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+        eos=tokenizer.eos_token_id, on_token=stream,
+    )  # fmt: skip
+    print()
+    print(f"[{len(tokens[0])} new tokens: {tokens[0]}]", file=sys.stderr)
+    for line in report_lines(session, target):
+        print(line)
+
+
 def _load_inputs(path: str | None) -> dict[str, np.ndarray]:
     if path is None:
         return {}
@@ -70,12 +130,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     """Simulate a binary: outputs to npz, report and trace on request."""
     from tasic.backend.target import load_target
     from tasic.backend.tbin import read_tbin
-    from tasic.isa_sim import simulate, write_chrome_trace
+    from tasic.isa_sim import Machine, write_chrome_trace
 
     binary = read_tbin(args.binary)
     target = load_target(args.target or binary.target_name)
     start = time.perf_counter()
-    result = simulate(binary, target, _load_inputs(args.inputs), timing_only=args.timing_only, trace=bool(args.trace))
+    machine = Machine(binary, target, timing_only=args.timing_only)
+    result = machine.run(args.entry, _load_inputs(args.inputs), trace=bool(args.trace))
     wall = time.perf_counter() - start
     if args.outputs:
         np.savez(args.outputs, **result.outputs)
@@ -137,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--dtype", default="f32", help="storage and matrix dtype of floats: f32 or bf16 (default f32)")
     comp.add_argument("--batch", type=int, default=1, help="batch size compiled in (default 1)")
     comp.add_argument("--seq-len", type=int, default=16, help="sequence length compiled in (default 16)")
+    comp.add_argument(
+        "--context",
+        type=int,
+        help="compile a causal LM with a KV cache of this many positions: "
+        "entry points prefill (prompts up to --seq-len) and decode",
+    )
     comp.add_argument("--pipeline", help="pass pipeline to run instead of the default (see --print-pipeline)")
     comp.add_argument("--print-pipeline", action="store_true", help="print the default pass pipeline and exit")
     comp.set_defaults(handler=cmd_compile)
@@ -149,7 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trace", help="write a Chrome/Perfetto trace JSON here")
     run.add_argument("--timing-only", action="store_true", help="count cycles without computing values")
     run.add_argument("--target", help="target to simulate (default: the one compiled for)")
+    run.add_argument("--entry", default="main", help="entry point to run (default main; LLMs: prefill, decode_N)")
     run.set_defaults(handler=cmd_run)
+
+    gen = sub.add_parser("generate", help="generate text with an LLM on the simulator")
+    gen.add_argument("model", help="a Hugging Face causal LM directory, a .gguf file, or an LLM .tbin")
+    gen.add_argument("--prompt", required=True, help="the prompt text")
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
+    gen.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    gen.add_argument("--target", help="target (default tiny, or the binary's)")
+    gen.add_argument("--dtype", default="f32", help="f32 or bf16 when compiling (default f32)")
+    gen.add_argument("--context", type=int, default=256, help="KV-cache positions when compiling (default 256)")
+    gen.add_argument("--prompt-len", type=int, default=64, help="longest prompt when compiling (default 64)")
+    gen.add_argument("--tokenizer", help="model directory or .gguf holding the tokenizer (for a .tbin)")
+    gen.set_defaults(handler=cmd_generate)
 
     dump = sub.add_parser("objdump", help="disassemble a binary")
     dump.add_argument("binary", help="a .tbin file")
