@@ -42,6 +42,7 @@ from tasic.backend.tbin import (
     TbinError,
     check_code,
     check_entries,
+    check_entry_io,
     check_header,
     check_metadata,
     check_symbols,
@@ -239,6 +240,11 @@ def _read_bcast(instr: Instr, groups: list[str]) -> None:
         instr.flags |= _read_name(_BCAST_NAMES, groups[0], "broadcast mode") << FLAG_BCAST_SHIFT
 
 
+def _read_window(instr: Instr, groups: list[str]) -> None:
+    if groups[0] is not None:
+        instr.depth = int(groups[0])
+
+
 _OPERANDS: dict[str, _Operand] = {
     **{f"{x}:{space}": _mem(space, x) for x in "dab" for space in ("sram", "hbm")},
     "c": _mem("sram", "c"),
@@ -270,6 +276,13 @@ _OPERANDS: dict[str, _Operand] = {
         lambda i: _show_regoff(i.reg_a, i.off_a),
         _setter("reg_a", "off_a"),
     ),
+    "window": _Operand(
+        r"(?: window\((\d+)\))?",
+        " [window(DEPTH)]",
+        {"depth": -1},
+        lambda i: f" window({i.depth})" if i.depth else "",
+        _read_window,
+    ),
 }
 
 _TEMPLATES: dict[Op, str] = {
@@ -282,6 +295,7 @@ _TEMPLATES: dict[Op, str] = {
     Op.DMA_LOAD: "dma.load {d:sram} <- {a:hbm} {shape} stride({off_b}, {imm})",
     Op.DMA_STORE: "dma.store {d:hbm} <- {a:sram} {shape} stride({off_b}, {imm})",
     Op.DMA_GATHER: "dma.gather {d:sram} <- {a:hbm} index {b:hbm} {shape} stride({imm})",
+    Op.DMA_SCATTER: "dma.scatter {d:hbm} index {b:hbm} <- {a:sram} {shape} stride({imm})",
     Op.MXU_MATMUL: "mxu.matmul {d:sram} {acc} {a:sram} @ {b:sram} {mnk}",
     Op.VPU_UNARY: "vpu.unary {unary} {d:sram} <- {a:sram} {shape}",
     Op.VPU_BINARY: "vpu.binary {binary} {d:sram} <- {a:sram}, {b:sram} {shape}{bcast}",
@@ -289,7 +303,7 @@ _TEMPLATES: dict[Op, str] = {
     Op.VPU_REDUCE: "vpu.reduce {reduce} {d:sram} <- {a:sram} {shape}",
     Op.VPU_SELECT: "vpu.select {d:sram} <- {c} ? {a:sram} : {b:sram} {shape}",
     Op.VPU_FILL: "vpu.fill {d:sram} <- {f32} {shape}",
-    Op.VPU_CAUSAL: "vpu.causal {d:sram} {shape} diag({diag})",
+    Op.VPU_CAUSAL: "vpu.causal {d:sram} {shape} diag({diag}){window}",
 }
 
 
@@ -583,6 +597,7 @@ _CHECKS: tuple[tuple[Callable[[TBinary], None], str], ...] = (
     (lambda binary: check_code(binary.code), "code"),
     (check_symbols, ".symbol"),
     (check_entries, ".entry"),
+    (check_entry_io, ".meta"),
 )
 
 

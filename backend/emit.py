@@ -142,6 +142,8 @@ def _sram_extent(instr: Instr) -> int:
             instr.off_a + instr.rows * instr.depth * DTYPE_BYTES[instr.dt_a],
             instr.off_b + instr.depth * instr.cols * DTYPE_BYTES[instr.dt_b],
         )
+    if opcode == Op.VPU_REDUCE:
+        return instr.off_d + instr.rows * DTYPE_BYTES[instr.dt_d]
     if opcode.name.startswith("VPU"):
         return instr.off_d + cells * DTYPE_BYTES[instr.dt_d]
     return 0

@@ -105,7 +105,8 @@ class TBinary:
     metadata keys the compiler always writes: ``hbm_bytes`` (int),
     ``sram_bytes`` (int, SRAM the program uses), ``locs`` (list of source
     location strings) and ``instr_locs`` (one index into ``locs`` per
-    instruction, -1 for none), ``model`` (str), ``dtype`` (str).
+    instruction, -1 for none), ``model`` (str), ``dtype`` (str). Optional: ``entries``
+    (entry point -> ``{"inputs": {name: symbol}, "outputs": {name: symbol}}``, see `check_entry_io`).
     """
 
     target_name: str
@@ -143,6 +144,7 @@ def validate(binary: TBinary) -> None:
     check_code(binary.code)
     check_symbols(binary)
     check_entries(binary)
+    check_entry_io(binary)
 
 
 def check_header(binary: TBinary) -> None:
@@ -296,6 +298,41 @@ def check_entries(binary: TBinary) -> None:
             raise TbinError(
                 f"entry point {name!r} = {target!r} is not an instruction index (0..{len(binary.code) - 1})", index
             )
+
+
+ENTRY_IO_KEYS = ("inputs", "outputs")
+
+
+def check_entry_io(binary: TBinary) -> None:
+    """metadata["entries"], when present: entry point -> {"inputs": {name: symbol}, "outputs": {name: symbol}}."""
+    entries = binary.metadata.get("entries") if isinstance(binary.metadata, dict) else None
+    if entries is None:
+        return
+    if not isinstance(entries, dict):
+        raise TbinError(
+            f"metadata entries must be a JSON object of entry point -> inputs and outputs, not {type(entries).__name__}"
+        )
+    symbols = {sym.name for sym in binary.symbols}
+    for entry, spec in entries.items():
+        where = f"metadata entries[{entry!r}]"
+        if entry not in binary.entry_points:
+            have = ", ".join(map(str, binary.entry_points)) or "none"
+            raise TbinError(f"{where}: no such entry point (entry points: {have})")
+        if not isinstance(spec, dict):
+            raise TbinError(f"{where} must be a JSON object with keys inputs and outputs, not {type(spec).__name__}")
+        unknown = [key for key in spec if key not in ENTRY_IO_KEYS]
+        if unknown:
+            raise TbinError(f"{where} has unknown key {unknown[0]!r} (allowed: {', '.join(ENTRY_IO_KEYS)})")
+        for key, names in spec.items():
+            if not isinstance(names, dict):
+                raise TbinError(
+                    f"{where}.{key} must be a JSON object of name -> symbol name, not {type(names).__name__}"
+                )
+            for name, symbol in names.items():
+                if not isinstance(name, str) or not name:
+                    raise TbinError(f"{where}.{key}: the name {name!r} must be a non-empty string")
+                if not isinstance(symbol, str) or symbol not in symbols:
+                    raise TbinError(f"{where}.{key}[{name!r}] = {symbol!r} is not a symbol of the binary")
 
 
 # ---------------------------------------------------------------- writing

@@ -1,4 +1,10 @@
-"""Data effects of DMA, MXU and VPU instructions on HBM and SRAM (docs/isa.md, Numerics)."""
+"""Data effects of DMA, MXU and VPU instructions on HBM and SRAM (docs/isa.md, Numerics).
+
+`bind` turns every instruction into a runner: a closure with its dtypes, shapes and function resolved
+once, and with numpy views of the operands whose address is fixed (register r0) made once, so that
+executing an instruction costs a few numpy calls. `bind_index_checks` gives a timing-only machine the
+table-row checks of gather and scatter.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +24,9 @@ from tasic.backend.isa_spec import (
     UnaryFn,
 )
 from tasic.isa_sim.errors import SimError
-from tasic.isa_sim.memory import NP_DTYPES, convert, strided, tile
-from tasic.isa_sim.program import Program
-from tasic.isa_sim.timing import Operands
+from tasic.isa_sim.memory import NP_DTYPES, Memory, convert, extent, strided, tile
+from tasic.isa_sim.program import INDEXED_OPS, Program
+from tasic.isa_sim.timing import Operands, Runner
 
 F32 = np.float32
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
@@ -101,104 +107,298 @@ BINARY: dict[int, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     BinaryFn.LT: lambda a, b: (a < b).astype(F32),
     BinaryFn.GT: lambda a, b: (a > b).astype(F32),
 }
-REDUCE: dict[int, Callable[..., np.ndarray]] = {ReduceFn.SUM: np.sum, ReduceFn.MAX: np.max, ReduceFn.MIN: np.min}
+REDUCE: dict[int, np.ufunc] = {ReduceFn.SUM: np.add, ReduceFn.MAX: np.maximum, ReduceFn.MIN: np.minimum}
+
+Getter = Callable[[int], np.ndarray]  # operand address -> array
+Setter = Callable[[int, np.ndarray], None]  # operand address, values -> None
 
 
-class Executor:
-    """Applies instructions to an HBM and an SRAM byte buffer; called by the scheduler."""
+def bind(program: Program, hbm: np.ndarray, sram: np.ndarray) -> list[Runner | None]:
+    """One runner per instruction (None for control instructions) acting on `hbm` and `sram`.
 
-    def __init__(self, program: Program, hbm: np.ndarray, sram: np.ndarray) -> None:
-        self.program = program
-        self.hbm = hbm
-        self.sram = sram
-        self.handlers: list[Callable[[Instr, Operands], None] | None] = [None] * 256
-        for op, handler in (
-            (Op.DMA_LOAD, self._load),
-            (Op.DMA_STORE, self._store),
-            (Op.DMA_GATHER, self._gather),
-            (Op.MXU_MATMUL, self._matmul),
-            (Op.VPU_UNARY, self._unary),
-            (Op.VPU_BINARY, self._binary),
-            (Op.VPU_SCALAR, self._scalar),
-            (Op.VPU_REDUCE, self._reduce),
-            (Op.VPU_SELECT, self._select),
-            (Op.VPU_FILL, self._fill),
-            (Op.VPU_CAUSAL, self._causal),
-        ):
-            self.handlers[op] = handler
-        self._pc = 0
+    The buffers must stay the same objects for the life of the runners (reset them in place).
+    """
+    binders = {
+        Op.DMA_LOAD: _load,
+        Op.DMA_STORE: _store,
+        Op.DMA_GATHER: _gather,
+        Op.DMA_SCATTER: _scatter,
+        Op.MXU_MATMUL: _matmul,
+        Op.VPU_UNARY: _unary,
+        Op.VPU_BINARY: _binary,
+        Op.VPU_SCALAR: _scalar,
+        Op.VPU_REDUCE: _reduce,
+        Op.VPU_SELECT: _select,
+        Op.VPU_FILL: _fill,
+        Op.VPU_CAUSAL: _causal,
+    }
+    views: dict[tuple[int, ...], np.ndarray] = {}  # fixed views, shared by instructions with the same operand
+    runners: list[Runner | None] = []
+    for pc, instr in enumerate(program.code):
+        binder = binders.get(instr.opcode)
+        runners.append(None if binder is None else binder(_Operands(program, pc, hbm, sram, views)))
+    return runners
 
-    def __call__(self, pc: int, ops: Operands) -> None:
-        """Execute static instruction `pc` with its resolved addresses (d, a, b, c)."""
-        instr = self.program.code[pc]
-        self._pc = pc
-        self.handlers[instr.opcode](instr, ops)
 
-    def _sram_f32(self, addr: int, dt: int, rows: int, cols: int) -> np.ndarray:
-        return tile(self.sram, addr, dt, rows, cols).astype(F32)
+def bind_index_checks(program: Program, hbm: Memory, hbm_size: int) -> list[Runner | None]:
+    """Timing-only runners: gather and scatter read their indices from `hbm` and check the table rows."""
+    return [
+        _index_check(instr, hbm, hbm_size, program.describe(pc))
+        if instr.opcode in INDEXED_OPS and instr.rows * instr.cols
+        else None
+        for pc, instr in enumerate(program.code)
+    ]
 
-    def _write(self, addr: int, dt: int, values: np.ndarray) -> None:
-        rows, cols = values.shape
-        tile(self.sram, addr, dt, rows, cols)[...] = convert(values, dt)
 
-    def _load(self, i: Instr, ops: Operands) -> None:
-        src = strided(self.hbm, ops[1], i.dt_a, i.rows, i.cols, i.off_b, i.imm)
-        self._write(ops[0], i.dt_d, src)
+def _index_check(i: Instr, hbm: Memory, hbm_size: int, where: str) -> Runner:
+    def run(ops: Operands) -> None:
+        _table_rows(_indices(hbm, ops[2], i), ops, i, hbm_size, where)
 
-    def _store(self, i: Instr, ops: Operands) -> None:
-        dst = strided(self.hbm, ops[0], i.dt_d, i.rows, i.cols, i.off_b, i.imm)
-        dst[...] = convert(tile(self.sram, ops[1], i.dt_a, i.rows, i.cols), i.dt_d)
+    return run
 
-    def _gather(self, i: Instr, ops: Operands) -> None:
-        idx = tile(self.hbm, ops[2], i.dt_b, i.rows, 1)[:, 0].astype(np.int64)
-        esize = DTYPE_BYTES[DType(i.dt_a)]
-        row_bytes = i.cols * esize
-        first = ops[1] + idx * (i.imm * esize)
-        outside = (first < 0) | (first + row_bytes > self.hbm.size)
-        if outside.any():
-            row = int(idx[outside][0])
-            raise SimError(f"{self.program.describe(self._pc)}: HBM read of table row {row} is out of bounds")
-        rows = self.hbm[first[:, None] + np.arange(row_bytes)[None, :]].view(NP_DTYPES[i.dt_a])
-        self._write(ops[0], i.dt_d, rows)
 
-    def _matmul(self, i: Instr, ops: Operands) -> None:
-        a = self._sram_f32(ops[1], i.dt_a, i.rows, i.depth)
-        b = self._sram_f32(ops[2], i.dt_b, i.depth, i.cols)
-        c = a @ b
-        if i.flags & FLAG_ACCUMULATE:
-            c += self._sram_f32(ops[0], i.dt_d, i.rows, i.cols)
-        self._write(ops[0], i.dt_d, c)
+class _Operands:
+    """Builds the operand accessors of one instruction; fixed addresses get their views made once."""
 
-    def _unary(self, i: Instr, ops: Operands) -> None:
-        self._write(ops[0], i.dt_d, UNARY[i.func](self._sram_f32(ops[1], i.dt_a, i.rows, i.cols)))
+    def __init__(
+        self, program: Program, pc: int, hbm: np.ndarray, sram: np.ndarray, views: dict[tuple[int, ...], np.ndarray]
+    ) -> None:
+        self.instr = program.code[pc]
+        self.where = program.describe(pc)
+        self.hbm, self.sram, self.views = hbm, sram, views
+        regs = program.steps[pc][5]
+        self.fixed = [regs[2 * slot + 1] if regs[2 * slot] == 0 else None for slot in range(4)]
 
-    def _binary(self, i: Instr, ops: Operands) -> None:
-        mode = i.broadcast
-        b_rows = 1 if mode == Broadcast.COL else i.rows
-        b_cols = 1 if mode == Broadcast.ROW else i.cols
-        a = self._sram_f32(ops[1], i.dt_a, i.rows, i.cols)
-        b = self._sram_f32(ops[2], i.dt_b, b_rows, b_cols)
-        self._write(ops[0], i.dt_d, BINARY[i.func](a, b))
+    def view(self, slot: int, dt: int, rows: int, cols: int) -> Getter:
+        """The dense SRAM tile of operand `slot` as a writable view of dtype `dt`."""
+        sram = self.sram
+        return self._fixed_or(slot, sram, dt, rows, cols, cols, 1) or (lambda addr: tile(sram, addr, dt, rows, cols))
 
-    def _scalar(self, i: Instr, ops: Operands) -> None:
-        a = self._sram_f32(ops[1], i.dt_a, i.rows, i.cols)
-        self._write(ops[0], i.dt_d, BINARY[i.func](a, F32(i.imm_f32)))
+    def hbm_view(self, slot: int, dt: int, row_stride: int, col_stride: int) -> Getter:
+        """The strided HBM tile of operand `slot`."""
+        hbm, rows, cols = self.hbm, self.instr.rows, self.instr.cols
+        return self._fixed_or(slot, hbm, dt, rows, cols, row_stride, col_stride) or (
+            lambda addr: strided(hbm, addr, dt, rows, cols, row_stride, col_stride)
+        )
 
-    def _reduce(self, i: Instr, ops: Operands) -> None:
-        a = self._sram_f32(ops[1], i.dt_a, i.rows, i.cols)
-        self._write(ops[0], i.dt_d, REDUCE[i.func](a, axis=1, keepdims=True))
+    def _fixed_or(self, slot: int, buf: np.ndarray, *shape: int) -> Getter | None:
+        """A getter of the view made now when operand `slot` has a fixed address inside `buf`, else None."""
+        addr = self.fixed[slot]
+        dt, rows, cols, row_stride, col_stride = shape
+        lo, hi = extent(rows, cols, row_stride, col_stride, dt)
+        if addr is None or addr + lo < 0 or addr + hi > buf.size:
+            return None  # register-relative, or out of bounds (the walker reports it before it runs)
+        key = (buf is self.hbm, addr, *shape)
+        view = self.views.get(key)
+        if view is None:
+            view = self.views[key] = strided(buf, addr, dt, rows, cols, row_stride, col_stride)
+        return lambda _addr: view
 
-    def _select(self, i: Instr, ops: Operands) -> None:
-        cond = tile(self.sram, ops[3], DType.BOOL, i.rows, i.cols) != 0
-        a = self._sram_f32(ops[1], i.dt_a, i.rows, i.cols)
-        b = self._sram_f32(ops[2], i.dt_b, i.rows, i.cols)
-        self._write(ops[0], i.dt_d, np.where(cond, a, b))
+    def read(self, slot: int, dt: int, rows: int, cols: int) -> Getter:
+        """The SRAM tile of operand `slot` as float32: the view itself when it is f32 and aligned (do not modify it).
 
-    def _fill(self, i: Instr, ops: Operands) -> None:
-        self._write(ops[0], i.dt_d, np.full((i.rows, i.cols), i.imm_f32, F32))
+        Unaligned tiles are copied so that numpy takes the same (BLAS, SIMD) paths as for aligned ones.
+        """
+        view = self.view(slot, dt, rows, cols)
+        if dt != DType.F32:
+            return lambda addr: view(addr).astype(F32)
+        addr = self.fixed[slot]
+        if addr is not None and addr % 4 == 0:
+            return view
+        return lambda addr: view(addr) if addr % 4 == 0 else view(addr).copy()
 
-    def _causal(self, i: Instr, ops: Operands) -> None:
-        d = self._sram_f32(ops[0], i.dt_d, i.rows, i.cols)
-        rows, cols = np.indices(d.shape)
-        d[cols > rows + ops[1]] = -np.inf
-        self._write(ops[0], i.dt_d, d)
+    def write(self, slot: int, dt: int, rows: int, cols: int) -> Setter:
+        """Store values, rounded to `dt`, into the SRAM tile of operand `slot`."""
+        view = self.view(slot, dt, rows, cols)
+        if dt == DType.BOOL:
+
+            def store_bool(addr: int, values: np.ndarray) -> None:
+                view(addr)[...] = values != 0
+
+            return store_bool
+
+        def store(addr: int, values: np.ndarray) -> None:
+            view(addr)[...] = values
+
+        return store
+
+
+def _indices(hbm: Memory, addr: int, i: Instr) -> np.ndarray:
+    """The `rows` gather / scatter indices at HBM `addr`, as int64."""
+    size = i.rows * DTYPE_BYTES[i.dt_b]
+    return hbm[addr : addr + size].view(NP_DTYPES[i.dt_b]).astype(np.int64)
+
+
+def _table_rows(idx: np.ndarray, ops: Operands, i: Instr, hbm_size: int, where: str) -> np.ndarray:
+    """HBM byte address of each table row a gather or scatter touches; SimError for a row outside HBM."""
+    gather = i.opcode == Op.DMA_GATHER
+    table, dt = (ops[1], i.dt_a) if gather else (ops[0], i.dt_d)
+    esize = DTYPE_BYTES[dt]
+    row_bytes = i.cols * esize
+    # in float64 first: an index times the stride may overflow int64, but then it is out of bounds anyway
+    first = table + idx.astype(np.float64) * (i.imm * esize)
+    outside = (first < 0) | (first + row_bytes > hbm_size)
+    if outside.any():
+        row = int(idx[outside][0])
+        raise SimError(f"{where}: HBM {'read' if gather else 'write'} of table row {row} is out of bounds")
+    return table + idx * (i.imm * esize)
+
+
+def _load(o: _Operands) -> Runner:
+    i = o.instr
+    src, dst = o.hbm_view(1, i.dt_a, i.off_b, i.imm), o.write(0, i.dt_d, i.rows, i.cols)
+
+    def run(ops: Operands) -> None:
+        dst(ops[0], src(ops[1]))
+
+    return run
+
+
+def _store(o: _Operands) -> Runner:
+    i = o.instr
+    dst, src, dt = o.hbm_view(0, i.dt_d, i.off_b, i.imm), o.view(1, i.dt_a, i.rows, i.cols), i.dt_d
+
+    def run(ops: Operands) -> None:
+        dst(ops[0])[...] = convert(src(ops[1]), dt)
+
+    return run
+
+
+def _gather(o: _Operands) -> Runner | None:
+    i, hbm, where = o.instr, o.hbm, o.where
+    if i.rows * i.cols == 0:
+        return None
+    dst, dtype = o.write(0, i.dt_d, i.rows, i.cols), NP_DTYPES[i.dt_a]
+    row = np.arange(i.cols * dtype.itemsize)
+
+    def run(ops: Operands) -> None:
+        first = _table_rows(_indices(hbm, ops[2], i), ops, i, hbm.size, where)
+        dst(ops[0], hbm[first[:, None] + row].view(dtype))
+
+    return run
+
+
+def _scatter(o: _Operands) -> Runner | None:
+    i, hbm, where = o.instr, o.hbm, o.where
+    if i.rows * i.cols == 0:
+        return None
+    src, dt = o.view(1, i.dt_a, i.rows, i.cols), i.dt_d
+    row_bytes = i.cols * NP_DTYPES[dt].itemsize
+    row = np.arange(row_bytes)
+
+    def run(ops: Operands) -> None:
+        first = _table_rows(_indices(hbm, ops[2], i), ops, i, hbm.size, where)
+        data = np.ascontiguousarray(convert(src(ops[1]), dt)).view(np.uint8).reshape(i.rows, row_bytes)
+        starts = np.sort(first)
+        if (starts[1:] - starts[:-1] >= row_bytes).all():
+            hbm[first[:, None] + row] = data
+        else:  # rows overlap: write them in order, so the later row wins
+            for index, addr in enumerate(first.tolist()):
+                hbm[addr : addr + row_bytes] = data[index]
+
+    return run
+
+
+def _matmul(o: _Operands) -> Runner:
+    i = o.instr
+    a, b = o.read(1, i.dt_a, i.rows, i.depth), o.read(2, i.dt_b, i.depth, i.cols)
+    d, dst = o.read(0, i.dt_d, i.rows, i.cols), o.write(0, i.dt_d, i.rows, i.cols)
+    accumulate = bool(i.flags & FLAG_ACCUMULATE)
+
+    def run(ops: Operands) -> None:
+        c = a(ops[1]) @ b(ops[2])
+        if accumulate:
+            c += d(ops[0])
+        dst(ops[0], c)
+
+    return run
+
+
+def _unary(o: _Operands) -> Runner:
+    i = o.instr
+    fn, a = UNARY[i.func], o.read(1, i.dt_a, i.rows, i.cols)
+    if isinstance(fn, np.ufunc) and i.dt_d == DType.F32:
+        d = o.view(0, i.dt_d, i.rows, i.cols)
+        return lambda ops: fn(a(ops[1]), out=d(ops[0]))
+    dst = o.write(0, i.dt_d, i.rows, i.cols)
+    return lambda ops: dst(ops[0], fn(a(ops[1])))
+
+
+def _binary(o: _Operands) -> Runner:
+    i = o.instr
+    mode = i.broadcast
+    b_rows = 1 if mode == Broadcast.COL else i.rows
+    b_cols = 1 if mode == Broadcast.ROW else i.cols
+    fn, a, b = BINARY[i.func], o.read(1, i.dt_a, i.rows, i.cols), o.read(2, i.dt_b, b_rows, b_cols)
+    if isinstance(fn, np.ufunc) and i.dt_d == DType.F32:
+        d = o.view(0, i.dt_d, i.rows, i.cols)
+        return lambda ops: fn(a(ops[1]), b(ops[2]), out=d(ops[0]))
+    dst = o.write(0, i.dt_d, i.rows, i.cols)
+    return lambda ops: dst(ops[0], fn(a(ops[1]), b(ops[2])))
+
+
+def _scalar(o: _Operands) -> Runner:
+    i = o.instr
+    fn, a, imm = BINARY[i.func], o.read(1, i.dt_a, i.rows, i.cols), np.array(i.imm_f32, F32)  # 0-d: fastest
+    if isinstance(fn, np.ufunc) and i.dt_d == DType.F32:
+        d = o.view(0, i.dt_d, i.rows, i.cols)
+        return lambda ops: fn(a(ops[1]), imm, out=d(ops[0]))
+    dst = o.write(0, i.dt_d, i.rows, i.cols)
+    return lambda ops: dst(ops[0], fn(a(ops[1]), imm))
+
+
+def _reduce(o: _Operands) -> Runner:
+    i = o.instr
+    fn, a = REDUCE[i.func], o.read(1, i.dt_a, i.rows, i.cols)
+    if i.dt_d == DType.F32:
+        d = o.view(0, i.dt_d, i.rows, 1)
+        return lambda ops: fn.reduce(a(ops[1]), axis=1, keepdims=True, out=d(ops[0]))
+    dst = o.write(0, i.dt_d, i.rows, 1)
+    return lambda ops: dst(ops[0], fn.reduce(a(ops[1]), axis=1, keepdims=True))
+
+
+def _select(o: _Operands) -> Runner:
+    i = o.instr
+    cond = o.view(3, DType.BOOL, i.rows, i.cols)
+    a, b = o.read(1, i.dt_a, i.rows, i.cols), o.read(2, i.dt_b, i.rows, i.cols)
+    dst = o.write(0, i.dt_d, i.rows, i.cols)
+    return lambda ops: dst(ops[0], np.where(cond(ops[3]) != 0, a(ops[1]), b(ops[2])))
+
+
+def _fill(o: _Operands) -> Runner:
+    i = o.instr
+    d, values = o.view(0, i.dt_d, i.rows, i.cols), convert(np.full((i.rows, i.cols), i.imm_f32, F32), i.dt_d)
+
+    def run(ops: Operands) -> None:
+        d(ops[0])[...] = values
+
+    return run
+
+
+def _causal(o: _Operands) -> Runner:
+    """-inf where j - i > diag, and where j - i <= diag - depth when depth > 0 (sliding window)."""
+    i = o.instr
+    rows, cols = np.indices((i.rows, i.cols))
+    offset, window = cols - rows, i.depth
+
+    def masked(diag: int) -> np.ndarray:
+        mask = offset > diag
+        if window:
+            mask |= offset <= diag - window
+        return mask
+
+    if i.dt_d == DType.F32:
+        d = o.view(0, i.dt_d, i.rows, i.cols)
+
+        def run_in_place(ops: Operands) -> None:
+            d(ops[0])[masked(ops[1])] = -np.inf
+
+        return run_in_place
+    a, dst = o.read(0, i.dt_d, i.rows, i.cols), o.write(0, i.dt_d, i.rows, i.cols)
+
+    def run(ops: Operands) -> None:
+        values = a(ops[0])
+        values[masked(ops[1])] = -np.inf
+        dst(ops[0], values)
+
+    return run

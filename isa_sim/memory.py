@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import ml_dtypes
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from tasic.backend.isa_spec import DTYPE_BY_NAME, DTYPE_BYTES, DType
 from tasic.backend.tbin import Symbol
 from tasic.isa_sim.errors import SimError
@@ -34,7 +35,7 @@ def convert(values: np.ndarray, dt: int) -> np.ndarray:
 
 def extent(rows: int, cols: int, row_stride: int, col_stride: int, dt: int) -> tuple[int, int]:
     """Byte range [lo, hi) relative to the base address touched by a strided tile."""
-    esize = DTYPE_BYTES[DType(dt)]
+    esize = DTYPE_BYTES[dt]
     last_i, last_j = (rows - 1) * row_stride, (cols - 1) * col_stride
     lo = min(0, last_i) + min(0, last_j)
     hi = max(0, last_i) + max(0, last_j) + 1
@@ -46,49 +47,90 @@ def strided(buf: np.ndarray, addr: int, dt: int, rows: int, cols: int, row_strid
 
     The caller has checked that the range is inside `buf`; strides are in elements and may be 0 or negative.
     """
-    if col_stride == 1 and row_stride == cols:
-        return tile(buf, addr, dt, rows, cols)
-    lo, hi = extent(rows, cols, row_stride, col_stride, dt)
     dtype = NP_DTYPES[dt]
-    span = buf[addr + lo : addr + hi].view(dtype)
-    first = span[-lo // dtype.itemsize :]
-    return as_strided(first, (rows, cols), (row_stride * dtype.itemsize, col_stride * dtype.itemsize))
+    if not rows or not cols:
+        return np.empty((rows, cols), dtype)
+    size = dtype.itemsize
+    return np.ndarray((rows, cols), dtype, buf, addr, (row_stride * size, col_stride * size))
 
 
 def tile(buf: np.ndarray, addr: int, dt: int, rows: int, cols: int) -> np.ndarray:
     """Writable view of the dense row-major `[rows, cols]` tile of dtype `dt` at `addr`."""
     dtype = NP_DTYPES[dt]
-    return buf[addr : addr + rows * cols * dtype.itemsize].view(dtype).reshape(rows, cols)
+    if not rows or not cols:
+        return np.empty((rows, cols), dtype)
+    return np.ndarray((rows, cols), dtype, buf, addr)
 
 
 def _is_float(dtype: np.dtype) -> bool:
     return dtype.kind == "f" or dtype in _NARROW_FLOATS
 
 
-def prepare_input(sym: Symbol, value: np.ndarray) -> np.ndarray:
-    """`value` checked against the input symbol and converted to its dtype; raises SimError."""
+class SparseMemory:
+    """Zero-initialised byte memory that stores only the pages written to (the HBM of a timing-only machine).
+
+    It supports the slicing `read_symbol`, `write_symbol` and index reads use: `mem[lo:hi]` returns a copy,
+    `mem[lo:hi] = bytes` stores.
+    """
+
+    PAGE = 1 << 16
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pages: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        out = np.zeros(key.stop - key.start, np.uint8)
+        for page, lo, hi in self._spans(key):
+            data = self.pages.get(page)
+            if data is not None:
+                base = page * self.PAGE
+                out[lo - key.start : hi - key.start] = data[lo - base : hi - base]
+        return out
+
+    def __setitem__(self, key: slice, value: np.ndarray) -> None:
+        raw = np.asarray(value, np.uint8).reshape(-1)
+        for page, lo, hi in self._spans(key):
+            data = self.pages.setdefault(page, np.zeros(self.PAGE, np.uint8))
+            base = page * self.PAGE
+            data[lo - base : hi - base] = raw[lo - key.start : hi - key.start]
+
+    def _spans(self, key: slice) -> list[tuple[int, int, int]]:
+        """(page, lo, hi) for every page the byte range [key.start, key.stop) touches."""
+        first, last = key.start // self.PAGE, math.ceil(key.stop / self.PAGE)
+        return [
+            (page, max(key.start, page * self.PAGE), min(key.stop, (page + 1) * self.PAGE))
+            for page in range(first, last)
+        ]
+
+
+Memory = np.ndarray | SparseMemory
+
+
+def prepare_value(sym: Symbol, value: np.ndarray, what: str) -> np.ndarray:
+    """`value` checked against the symbol and converted to its dtype; SimError messages start with `what`."""
     arr = np.asarray(value)
     if tuple(arr.shape) != tuple(sym.shape):
-        raise SimError(f"input '{sym.name}' has shape {tuple(arr.shape)}, expected {tuple(sym.shape)}")
+        raise SimError(f"{what} has shape {tuple(arr.shape)}, expected {tuple(sym.shape)}")
     dt = DTYPE_BY_NAME[sym.dtype]
     if dt in FLOAT_DTYPES and _is_float(arr.dtype):
         return convert(arr, dt)
     if dt in INT_DTYPES and arr.dtype.kind in "iu":
         info = np.iinfo(NP_DTYPES[dt])
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
-            raise SimError(f"input '{sym.name}' has values outside the range of {sym.dtype}")
+            raise SimError(f"{what} has values outside the range of {sym.dtype}")
         return arr.astype(NP_DTYPES[dt])
     if dt == DType.BOOL and arr.dtype == np.bool_:
         return arr.astype(np.uint8)
-    raise SimError(f"input '{sym.name}' has dtype {arr.dtype}, expected {sym.dtype}")
+    raise SimError(f"{what} has dtype {arr.dtype}, expected {sym.dtype}")
 
 
-def write_symbol(hbm: np.ndarray, sym: Symbol, value: np.ndarray) -> None:
+def write_symbol(hbm: Memory, sym: Symbol, value: np.ndarray) -> None:
     """Store a prepared array at the symbol's HBM address."""
     hbm[sym.address : sym.address + sym.nbytes] = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
 
 
-def read_symbol(hbm: np.ndarray, sym: Symbol) -> np.ndarray:
+def read_symbol(hbm: Memory, sym: Symbol) -> np.ndarray:
     """A copy of the symbol's tensor; bf16 and f8 come back as float32, bool as bool."""
     dt = DTYPE_BY_NAME[sym.dtype]
     raw = hbm[sym.address : sym.address + sym.nbytes].view(NP_DTYPES[dt]).reshape(sym.shape)

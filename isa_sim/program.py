@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 from tasic.backend.isa_spec import (
     DTYPE_NAMES,
     NUM_REGS,
     NUM_SEMAPHORES,
+    OPCODE_ENGINE,
     BinaryFn,
     Broadcast,
     DType,
@@ -16,7 +18,6 @@ from tasic.backend.isa_spec import (
     Op,
     ReduceFn,
     UnaryFn,
-    engine_of,
 )
 from tasic.backend.target import Target
 from tasic.isa_sim.errors import SimError
@@ -30,6 +31,7 @@ from tasic.isa_sim.timing import (
     K_LOOP,
     K_SIGNAL,
     K_WAIT,
+    Operands,
     dma_bytes,
     dma_cycles,
     mxu_cycles,
@@ -46,6 +48,7 @@ MNEMONICS = {
     Op.DMA_LOAD: "dma.load",
     Op.DMA_STORE: "dma.store",
     Op.DMA_GATHER: "dma.gather",
+    Op.DMA_SCATTER: "dma.scatter",
     Op.MXU_MATMUL: "mxu.matmul",
     Op.VPU_UNARY: "vpu.unary",
     Op.VPU_BINARY: "vpu.binary",
@@ -55,21 +58,28 @@ MNEMONICS = {
     Op.VPU_FILL: "vpu.fill",
     Op.VPU_CAUSAL: "vpu.causal",
 }
-_FUNCS: dict[int, type] = {
+_FUNCS: dict[int, type[IntEnum]] = {
     Op.VPU_UNARY: UnaryFn,
     Op.VPU_BINARY: BinaryFn,
     Op.VPU_SCALAR: BinaryFn,
     Op.VPU_REDUCE: ReduceFn,
 }
+# Function names by opcode and code, for labels (plain dicts: decoding avoids slow Enum calls).
+_FUNC_NAMES = {op: {fn.value: fn.name.lower() for fn in enum} for op, enum in _FUNCS.items()}
 _CTRL_KINDS = {Op.HALT: K_HALT, Op.ADDI: K_ADDI, Op.LOOP: K_LOOP, Op.ENDLOOP: K_ENDLOOP}
+DMA_OPS = (Op.DMA_LOAD, Op.DMA_STORE, Op.DMA_GATHER, Op.DMA_SCATTER)
+INDEXED_OPS = (Op.DMA_GATHER, Op.DMA_SCATTER)
 
 # Operand slots of the resolved address tuple: reg_d+off_d, reg_a+off_a, reg_b+off_b, reg_c+imm.
 D, A, B, C = range(4)
 # A bounds check: operand slot, byte range [lo, hi) around its address, memory size, is SRAM, is a write.
 Check = tuple[int, int, int, int, bool, bool]
-# A pre-decoded instruction: kind, engine, cycles, semaphore or imm64, reg_d, off_d, reg_a, off_a,
-# reg_b, off_b, reg_c, imm, bounds checks.
-Step = tuple[int, int, int, int, int, int, int, int, int, int, int, int, tuple[Check, ...]]
+# The registers and offsets of the four operands: reg_d, off_d, reg_a, off_a, reg_b, off_b, reg_c, imm.
+Regs = tuple[int, int, int, int, int, int, int, int]
+# A pre-decoded instruction: kind, engine, cycles, semaphore or imm64, the operand addresses when every
+# register is r0 (else None), the registers and offsets, and the bounds checks left for run time (those
+# of register-relative operands, and fixed operands that are out of bounds).
+Step = tuple[int, int, int, int, Operands | None, Regs, tuple[Check, ...]]
 
 
 @dataclass(frozen=True)
@@ -82,20 +92,31 @@ class Program:
     busy: list[int]  # engine cycles per execution (channel cycles for DMA)
     macs: list[int]  # MXU multiply-accumulates per execution
     hbm_bytes: list[int]  # HBM bytes moved per execution
+    sram_written: int  # instructions can write SRAM bytes [0, sram_written) only
 
     def describe(self, pc: int) -> str:
         """`instruction N (mnemonic)` for error messages."""
         return f"instruction {pc} ({MNEMONICS[Op(self.code[pc].opcode)]})"
+
+    def bounds_error(self, pc: int, base: int, check: Check) -> SimError:
+        """The error of a failed bounds check of instruction `pc` whose operand address is `base`."""
+        _, lo, hi, size, in_sram, write = check
+        memory = "SRAM" if in_sram else "HBM"
+        return SimError(
+            f"{self.describe(pc)}: {memory} {'write' if write else 'read'} of bytes [{base + lo}, {base + hi})"
+            f" is outside {memory} ({size:,} bytes)"
+        )
 
 
 def decode(code: list[Instr], target: Target, hbm_size: int, sram_size: int) -> Program:
     """Validate every instruction and pre-compute its kind, cost and bounds checks."""
     steps: list[Step] = []
     labels, busy, macs, moved = [], [], [], []
+    sram_written = 0
     open_loops: list[int] = []
     for pc, instr in enumerate(code):
         try:
-            step, label = _decode_one(instr, target, hbm_size, sram_size)
+            step, label, write_end = _decode_one(instr, target, hbm_size, sram_size)
         except (ValueError, KeyError) as err:
             raise SimError(f"instruction {pc}: invalid {_mnemonic(instr)}: {err}") from None
         if step[0] == K_LOOP:
@@ -106,60 +127,81 @@ def decode(code: list[Instr], target: Target, hbm_size: int, sram_size: int) -> 
             open_loops.pop()
         steps.append(step)
         labels.append(label)
+        sram_written = max(sram_written, write_end)
         op = instr.opcode
         busy.append(step[2] if step[0] >= K_DMA else 0)
         macs.append(instr.rows * instr.cols * instr.depth if op == Op.MXU_MATMUL else 0)
         moved.append(dma_bytes(instr) if step[0] == K_DMA else 0)
     if open_loops:
         raise SimError(f"instruction {open_loops[-1]} (loop): no matching endloop")
-    return Program(code, steps, labels, busy, macs, moved)
+    return Program(code, steps, labels, busy, macs, moved, sram_written)
 
 
 def _mnemonic(instr: Instr) -> str:
     return MNEMONICS.get(instr.opcode, f"opcode 0x{instr.opcode:02x}")
 
 
-def _decode_one(instr: Instr, target: Target, hbm_size: int, sram_size: int) -> tuple[Step, str]:
-    """One Step and its label; ValueError / KeyError describe what is wrong."""
+def _decode_one(instr: Instr, target: Target, hbm_size: int, sram_size: int) -> tuple[Step, str, int]:
+    """One Step, its label and the end of the SRAM bytes it may write; ValueError / KeyError say what is wrong."""
     op = Op(instr.opcode)
     name = MNEMONICS[op]
     for reg in (instr.reg_d, instr.reg_a, instr.reg_b, instr.reg_c):
         if reg >= NUM_REGS:
             raise ValueError(f"register r{reg} does not exist")
-    regs = (instr.reg_d, instr.off_d, instr.reg_a, instr.off_a, instr.reg_b, instr.off_b, instr.reg_c, instr.imm)
+    regs: Regs = (instr.reg_d, instr.off_d, instr.reg_a, instr.off_a, instr.reg_b, instr.off_b, instr.reg_c, instr.imm)
+    fixed = None if any(regs[0::2]) else (instr.off_d, instr.off_a, instr.off_b, instr.imm)
     if op in _CTRL_KINDS:
         arg = instr.imm64 if op in (Op.ADDI, Op.LOOP) else 0
         if op == Op.LOOP and arg < 1:
             raise ValueError(f"loop count {arg} is below 1")
-        return (_CTRL_KINDS[op], int(Engine.CTRL), 0, arg, *regs, ()), name
-    engine = int(engine_of(instr))
+        return (_CTRL_KINDS[op], int(Engine.CTRL), 0, arg, fixed, regs, ()), name, 0
+    engine = int(Engine(instr.func) if op in (Op.SIGNAL, Op.WAIT) else OPCODE_ENGINE[op])
     if op in (Op.SIGNAL, Op.WAIT):
         if engine == Engine.CTRL:
             raise ValueError("the sequencer (CTRL) cannot signal or wait")
         if not 0 <= instr.imm < NUM_SEMAPHORES:
             raise ValueError(f"semaphore s{instr.imm} does not exist")
         kind = K_SIGNAL if op == Op.SIGNAL else K_WAIT
-        return (kind, engine, 0, instr.imm, *regs, ()), f"{name} s{instr.imm}"
-    for dt in (instr.dt_d, instr.dt_a, instr.dt_b):  # unknown codes raise ValueError
-        DType(dt)
+        return (kind, engine, 0, instr.imm, fixed, regs, ()), f"{name} s{instr.imm}", 0
+    for dt in (instr.dt_d, instr.dt_a, instr.dt_b):
+        if dt not in DTYPE_NAMES:
+            raise ValueError(f"{dt} is not a valid DType")
     label = name
     if op in _FUNCS:
-        label = f"{name} {_FUNCS[op](instr.func).name.lower()}"
-    if op == Op.DMA_GATHER and instr.dt_b not in (DType.I32, DType.I64):
-        raise ValueError("gather indices must be i32 or i64")
+        if instr.func not in _FUNC_NAMES[op]:
+            raise ValueError(f"{instr.func} is not a valid {_FUNCS[op].__name__}")
+        label = f"{name} {_FUNC_NAMES[op][instr.func]}"
+    if op in INDEXED_OPS and instr.dt_b not in (DType.I32, DType.I64):
+        raise ValueError(f"{name.split('.')[1]} indices must be i32 or i64, not {DTYPE_NAMES[instr.dt_b]}")
     if op == Op.VPU_BINARY:
         Broadcast(instr.broadcast)
-    if op == Op.MXU_MATMUL and DTYPE_NAMES[DType(instr.dt_a)] not in target.mxu.rate:
-        raise ValueError(f"target {target.name} has no MXU rate for {DTYPE_NAMES[DType(instr.dt_a)]}")
-    checks = tuple(_checks(instr, hbm_size, sram_size))
-    if op in (Op.DMA_LOAD, Op.DMA_STORE, Op.DMA_GATHER):
-        return (K_DMA, engine, dma_cycles(target, instr), 0, *regs, checks), label
+    if op == Op.MXU_MATMUL and DTYPE_NAMES[instr.dt_a] not in target.mxu.rate:
+        raise ValueError(f"target {target.name} has no MXU rate for {DTYPE_NAMES[instr.dt_a]}")
+    every_check = _checks(instr, hbm_size, sram_size)
+    checks = tuple(check for check in every_check if _needed(check, regs))
+    write_end = max((_write_end(check, regs) for check in every_check if check[4] and check[5]), default=0)
+    if op in DMA_OPS:
+        return (K_DMA, engine, dma_cycles(target, instr), 0, fixed, regs, checks), label, write_end
     cycles = mxu_cycles(target, instr) if op == Op.MXU_MATMUL else vpu_cycles(target, instr)
-    return (K_COMPUTE, engine, cycles, 0, *regs, checks), label
+    return (K_COMPUTE, engine, cycles, 0, fixed, regs, checks), label, write_end
+
+
+def _needed(check: Check, regs: Regs) -> bool:
+    """False for a check of a fixed (r0-relative) operand that passes: it cannot fail at run time."""
+    slot, lo, hi, size, _, _ = check
+    reg, off = regs[2 * slot], regs[2 * slot + 1]
+    return reg != 0 or off + lo < 0 or off + hi > size
+
+
+def _write_end(check: Check, regs: Regs) -> int:
+    """End of the bytes a write may touch: all of its memory when the address is register-relative."""
+    slot, _, hi, size, _, _ = check
+    reg, off = regs[2 * slot], regs[2 * slot + 1]
+    return size if reg else min(off + hi, size)
 
 
 def _checks(instr: Instr, hbm: int, sram: int) -> list[Check]:
-    """Bounds checks of every operand the instruction addresses (the gather table is checked when run)."""
+    """Bounds checks of every operand the instruction addresses (gather / scatter table rows are checked when run)."""
     op, rows, cols, depth = instr.opcode, instr.rows, instr.cols, instr.depth
     if rows * cols == 0:
         return []
@@ -175,6 +217,8 @@ def _checks(instr: Instr, hbm: int, sram: int) -> list[Check]:
         return [hbm_dst, dense(A, rows, cols, instr.dt_a, False)]
     if op == Op.DMA_GATHER:
         return [dense(D, rows, cols, instr.dt_d, True), (B, *extent(rows, 1, 1, 1, instr.dt_b), hbm, False, False)]
+    if op == Op.DMA_SCATTER:
+        return [dense(A, rows, cols, instr.dt_a, False), (B, *extent(rows, 1, 1, 1, instr.dt_b), hbm, False, False)]
     if op == Op.MXU_MATMUL:
         if depth == 0:
             return [dense(D, rows, cols, instr.dt_d, True)]

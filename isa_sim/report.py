@@ -14,6 +14,7 @@ from tasic.isa_sim.program import Program
 from tasic.isa_sim.timing import TraceRecord
 
 ENGINES = (Engine.DMA_LOAD, Engine.DMA_STORE, Engine.MXU, Engine.VPU)
+_ENGINE_NAMES = [engine.name for engine in Engine]  # by engine code
 NO_LOC = "<unknown>"
 
 
@@ -142,12 +143,16 @@ def make_report(
     for pc, count in enumerate(counts):
         if not count:
             continue
-        engine = Engine(program.steps[pc][1])
-        stat = per_loc.setdefault(loc_names[pc], OpStat(loc_names[pc], {e.name: 0 for e in ENGINES}, 0))
+        loc = loc_names[pc]
+        stat = per_loc.get(loc)
+        if stat is None:
+            stat = per_loc[loc] = OpStat(loc, dict.fromkeys(busy, 0), 0)
         stat.instructions += count
+        engine = program.steps[pc][1]
         if engine != Engine.CTRL:
-            busy[engine.name] += count * program.busy[pc]
-            stat.busy[engine.name] += count * program.busy[pc]
+            name = _ENGINE_NAMES[engine]
+            busy[name] += count * program.busy[pc]
+            stat.busy[name] += count * program.busy[pc]
     mxu = target.mxu
     return Report(
         target=target.name,

@@ -1,4 +1,8 @@
-"""Run a TBinary on the ISA simulator: functional execution plus the cycle model of docs/isa.md."""
+"""Run a TBinary on the ISA simulator: functional execution plus the cycle model of docs/isa.md.
+
+`Machine` keeps HBM between runs, so that several entry points of one binary (LLM prefill and
+decode) can share a KV cache; `simulate` is one run on a fresh machine. docs/simulator.md has the details.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 from tasic.backend.isa_spec import NUM_REGS, Engine
 from tasic.backend.target import Target
-from tasic.backend.tbin import TBinary
+from tasic.backend.tbin import Symbol, TBinary, TbinError, check_entry_io
 from tasic.isa_sim.errors import SimError
-from tasic.isa_sim.functional import Executor
-from tasic.isa_sim.memory import prepare_input, read_symbol, write_symbol
+from tasic.isa_sim.functional import bind, bind_index_checks
+from tasic.isa_sim.memory import Memory, SparseMemory, prepare_value, read_symbol, write_symbol
 from tasic.isa_sim.program import Program, decode
 from tasic.isa_sim.report import Report, make_report
 from tasic.isa_sim.timing import K_ADDI, K_ENDLOOP, K_LOOP, K_SIGNAL, Scheduler
 
 TRACE_LIMIT = 200_000
+
+# An entry point's inputs and outputs: user-facing name -> symbol.
+EntryIO = tuple[dict[str, Symbol], dict[str, Symbol]]
 
 
 @dataclass
@@ -24,6 +31,123 @@ class SimResult:
 
     outputs: dict[str, np.ndarray]
     report: Report
+
+
+class Machine:
+    """A target chip with `binary` loaded; raises SimError.
+
+    HBM persists between runs: the constants image is loaded and every `kv` symbol zeroed once, when
+    the machine is made. Each `run` starts with zeroed SRAM, registers and semaphores at cycle 0.
+    A timing-only machine computes no data: its HBM is sparse, zero except what `write` and run
+    inputs store (the constants are not loaded), and gather / scatter read their indices from it
+    only to check the table rows.
+    """
+
+    def __init__(self, binary: TBinary, target: Target, *, timing_only: bool = False) -> None:
+        _check_target(binary, target)
+        hbm_size = _hbm_size(binary, target)
+        sram_needed = int(binary.metadata.get("sram_bytes", 0))
+        if sram_needed > target.sram.bytes:
+            raise SimError(
+                f"program needs {sram_needed:,} bytes of SRAM, target {target.name} has {target.sram.bytes:,}"
+            )
+        self.binary = binary
+        self.target = target
+        self.timing_only = timing_only
+        self._symbols = {sym.name: sym for sym in binary.symbols}
+        self._entries = _entry_io(binary)
+        self._default_io = (
+            {sym.name: sym for sym in binary.symbols_of_kind("input")},
+            {sym.name: sym for sym in binary.symbols_of_kind("output")},
+        )
+        self._program = decode(binary.code, target, hbm_size, target.sram.bytes)
+        self._hbm: Memory
+        self._sram: np.ndarray | None = None
+        if timing_only:
+            self._hbm = SparseMemory(hbm_size)
+            runners = bind_index_checks(self._program, self._hbm, hbm_size)
+        else:
+            hbm = np.zeros(hbm_size, np.uint8)
+            hbm[: len(binary.constants)] = np.frombuffer(binary.constants, np.uint8)
+            for sym in binary.symbols_of_kind("kv"):
+                hbm[sym.address : sym.address + sym.nbytes] = 0
+            self._hbm, self._sram = hbm, np.zeros(target.sram.bytes, np.uint8)
+            runners = bind(self._program, hbm, self._sram)
+        self._slots = [
+            (step[1], step[0], step[2], step[3], runner)
+            for step, runner in zip(self._program.steps, runners, strict=True)
+        ]
+
+    def run(
+        self, entry: str = "main", inputs: dict[str, np.ndarray] | None = None, *, trace: bool = False
+    ) -> SimResult:
+        """Execute from entry point `entry` to HALT and read its outputs.
+
+        `inputs` are keyed by the entry's input names (metadata["entries"], else the `input` symbols);
+        a timing-only machine does not need them. With `trace`, the report carries up to TRACE_LIMIT
+        per-instruction events.
+        """
+        pc = self._entry_pc(entry)
+        expected, outputs = self._io(entry)
+        if inputs is not None or not self.timing_only:
+            prepared = _prepare_inputs(expected, inputs or {})
+            for name, value in prepared.items():
+                write_symbol(self._hbm, expected[name], value)
+        if self._sram is not None:
+            self._sram[: self._program.sram_written] = 0
+        program = self._program
+        scheduler = Scheduler(self.target.hbm.latency, self._slots, TRACE_LIMIT if trace else 0)
+        with np.errstate(all="ignore"):  # inf and nan results are IEEE behaviour, not errors
+            counts = _walk(program, pc, scheduler, self.target.issue_per_cycle)
+        blocked = scheduler.blocked()
+        if blocked:
+            engine, pc = blocked[0]
+            raise SimError(
+                f"deadlock: {Engine(engine).name} is stuck at {program.describe(pc)} on semaphore"
+                f" s{program.steps[pc][3]}, which no instruction signals any more"
+            )
+        report = make_report(
+            self.target,
+            program,
+            counts,
+            scheduler.total_cycles(),
+            self.binary.metadata,
+            scheduler.events,
+            scheduler.trace_truncated,
+        )
+        if self.timing_only:
+            return SimResult({}, report)
+        return SimResult({name: read_symbol(self._hbm, sym) for name, sym in outputs.items()}, report)
+
+    def read(self, symbol_name: str) -> np.ndarray:
+        """A copy of the symbol's tensor in HBM (bf16 and f8 as float32, bool as bool)."""
+        return read_symbol(self._hbm, self._symbol(symbol_name))
+
+    def write(self, symbol_name: str, array: np.ndarray) -> None:
+        """Store `array` (checked against the symbol's shape and dtype) at the symbol's HBM address."""
+        sym = self._symbol(symbol_name)
+        write_symbol(self._hbm, sym, prepare_value(sym, array, f"symbol '{symbol_name}'"))
+
+    def _symbol(self, name: str) -> Symbol:
+        if name not in self._symbols:
+            raise SimError(f"unknown symbol '{name}'")
+        return self._symbols[name]
+
+    def _entry_pc(self, entry: str) -> int:
+        points = self.binary.entry_points
+        if entry not in points:
+            raise SimError(f"unknown entry point '{entry}' (have: {', '.join(sorted(points))})")
+        pc = points[entry]
+        if not 0 <= pc < len(self._program.steps):
+            raise SimError(f"entry point '{entry}' = {pc} is not an instruction index")
+        return pc
+
+    def _io(self, entry: str) -> EntryIO:
+        """The entry's inputs and outputs: from metadata["entries"] (none for an entry it does not list),
+        else every `input` and every `output` symbol by symbol name."""
+        if self._entries is None:
+            return self._default_io
+        return self._entries.get(entry, ({}, {}))
 
 
 def simulate(
@@ -35,50 +159,13 @@ def simulate(
     trace: bool = False,
     entry: str = "main",
 ) -> SimResult:
-    """Execute `binary` from entry point `entry` on `target`; raises SimError.
+    """Execute `binary` from entry point `entry` on a fresh `Machine`; raises SimError.
 
-    With `timing_only` no memory is allocated and no data is computed (inputs are
-    optional and only checked); the cycle count is the same as with full simulation.
-    With `trace`, the report carries up to TRACE_LIMIT per-instruction events.
+    With `timing_only` no data is computed (inputs are optional and only checked); the cycle
+    count is the same as with full simulation. With `trace`, the report carries up to
+    TRACE_LIMIT per-instruction events.
     """
-    _check_target(binary, target)
-    hbm_size = _hbm_size(binary, target)
-    sram_needed = int(binary.metadata.get("sram_bytes", 0))
-    if sram_needed > target.sram.bytes:
-        raise SimError(f"program needs {sram_needed:,} bytes of SRAM, target {target.name} has {target.sram.bytes:,}")
-    prepared = _prepare_inputs(binary, inputs, required=not timing_only)
-    if entry not in binary.entry_points:
-        raise SimError(f"unknown entry point '{entry}' (have: {', '.join(sorted(binary.entry_points))})")
-    program = decode(binary.code, target, hbm_size, target.sram.bytes)
-    hbm: np.ndarray | None = None
-    executor = None
-    if not timing_only:
-        hbm = np.zeros(hbm_size, np.uint8)
-        hbm[: len(binary.constants)] = np.frombuffer(binary.constants, np.uint8)
-        for name, value in prepared.items():
-            write_symbol(hbm, binary.symbol(name), value)
-        executor = Executor(program, hbm, np.zeros(target.sram.bytes, np.uint8))
-    scheduler = Scheduler(target, program.steps, executor, TRACE_LIMIT if trace else 0)
-    with np.errstate(all="ignore"):  # inf and nan results are IEEE behaviour, not errors
-        counts = _walk(program, binary.entry_points[entry], scheduler, target.issue_per_cycle)
-    blocked = scheduler.blocked()
-    if blocked:
-        engine, pc = blocked[0]
-        raise SimError(
-            f"deadlock: {Engine(engine).name} is stuck at {program.describe(pc)} on semaphore"
-            f" s{program.steps[pc][3]}, which no instruction signals any more"
-        )
-    report = make_report(
-        target,
-        program,
-        counts,
-        scheduler.total_cycles(),
-        binary.metadata,
-        scheduler.events,
-        scheduler.trace_truncated,
-    )
-    outputs = {} if hbm is None else {sym.name: read_symbol(hbm, sym) for sym in binary.symbols_of_kind("output")}
-    return SimResult(outputs, report)
+    return Machine(binary, target, timing_only=timing_only).run(entry, inputs, trace=trace)
 
 
 def simulate_timing(binary: TBinary, target: Target, *, trace: bool = False, entry: str = "main") -> Report:
@@ -110,48 +197,60 @@ def _hbm_size(binary: TBinary, target: Target) -> int:
     return size
 
 
-def _prepare_inputs(binary: TBinary, inputs: dict[str, np.ndarray] | None, required: bool) -> dict[str, np.ndarray]:
-    """Inputs checked against the input symbols and converted to their dtypes."""
-    expected = {sym.name: sym for sym in binary.symbols_of_kind("input")}
-    if inputs is None and not required:
-        return {}
-    given = inputs or {}
+def _entry_io(binary: TBinary) -> dict[str, EntryIO] | None:
+    """The inputs and outputs of each entry point described by metadata["entries"], or None without it."""
+    if "entries" not in binary.metadata:
+        return None
+    try:
+        check_entry_io(binary)
+    except TbinError as err:
+        raise SimError(str(err)) from None
+    entries: dict[str, EntryIO] = {}
+    for entry, spec in binary.metadata["entries"].items():
+        inputs = {name: binary.symbol(symbol) for name, symbol in spec.get("inputs", {}).items()}
+        outputs = {name: binary.symbol(symbol) for name, symbol in spec.get("outputs", {}).items()}
+        entries[entry] = (inputs, outputs)
+    return entries
+
+
+def _prepare_inputs(expected: dict[str, Symbol], given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inputs checked against their symbols and converted to their dtypes."""
     missing = sorted(set(expected) - set(given))
     if missing:
         raise SimError(f"missing input(s): {', '.join(missing)}")
     extra = sorted(set(given) - set(expected))
     if extra:
         raise SimError(f"unknown input(s): {', '.join(extra)} (expected: {', '.join(sorted(expected)) or 'none'})")
-    return {name: prepare_input(expected[name], value) for name, value in given.items()}
+    return {name: prepare_value(expected[name], value, f"input '{name}'") for name, value in given.items()}
 
 
 def _walk(program: Program, pc: int, scheduler: Scheduler, per_cycle: int) -> list[int]:
     """Run the sequencer from `pc` to HALT; returns how often each instruction was dispatched."""
     steps = program.steps
-    counts = [0] * len(steps)
+    end = len(steps)
+    counts = [0] * end
     regs = [0] * NUM_REGS
     loops: list[list[int]] = []  # [first instruction of the body, iterations left]
     issue = scheduler.issue
     n = 0
     while True:
-        if not 0 <= pc < len(steps):
+        if pc >= end:
             raise SimError(f"execution ran off the end of the code at instruction {pc} without halt")
-        kind, _, _, arg, rd, od, ra, oa, rb, ob, rc, oc, checks = steps[pc]
+        kind, _, _, arg, ops, operands, checks = steps[pc]
         counts[pc] += 1
         if kind >= K_SIGNAL:
-            ops = (regs[rd] + od, regs[ra] + oa, regs[rb] + ob, regs[rc] + oc)
-            for slot, lo, hi, size, in_sram, write in checks:
-                base = ops[slot]
-                if base + lo < 0 or base + hi > size:
-                    access = ("SRAM " if in_sram else "HBM ") + ("write" if write else "read")
-                    raise SimError(
-                        f"{program.describe(pc)}: {access} of bytes [{base + lo}, {base + hi})"
-                        f" is outside {'SRAM' if in_sram else 'HBM'} ({size:,} bytes)"
-                    )
+            if ops is None:
+                rd, od, ra, oa, rb, ob, rc, oc = operands
+                ops = (regs[rd] + od, regs[ra] + oa, regs[rb] + ob, regs[rc] + oc)
+            if checks:
+                for check in checks:
+                    base = ops[check[0]]
+                    if base + check[1] < 0 or base + check[2] > check[3]:
+                        raise program.bounds_error(pc, base, check)
             issue(pc, n // per_cycle, ops)
         elif kind == K_ADDI:
-            if rd:
-                regs[rd] = regs[ra] + arg
+            if operands[0]:
+                regs[operands[0]] = regs[operands[2]] + arg
         elif kind == K_LOOP:
             loops.append([pc + 1, arg])
         elif kind == K_ENDLOOP:

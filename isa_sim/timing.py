@@ -8,7 +8,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from tasic.backend.isa_spec import DTYPE_BYTES, DTYPE_NAMES, NUM_SEMAPHORES, TRANSCENDENTAL, DType, Engine, Instr, Op
+from tasic.backend.isa_spec import DTYPE_BYTES, DTYPE_NAMES, NUM_SEMAPHORES, TRANSCENDENTAL, Engine, Instr, Op
 from tasic.backend.target import Target
 
 NUM_ENGINES = len(Engine)
@@ -16,7 +16,9 @@ NUM_ENGINES = len(Engine)
 K_HALT, K_ADDI, K_LOOP, K_ENDLOOP, K_SIGNAL, K_WAIT, K_DMA, K_COMPUTE = range(8)
 
 Operands = tuple[int, int, int, int]
-Execute = Callable[[int, Operands], None]
+Runner = Callable[[Operands], None]  # the data effect of one instruction, given its operand addresses
+# Per instruction, what the scheduler needs: engine, kind, cycles, semaphore, runner (None: no data effect).
+Slot = tuple[int, int, int, int, Runner | None]
 TraceRecord = tuple[int, int, int, int]  # engine, start, end, static instruction index
 
 
@@ -25,7 +27,7 @@ def mxu_cycles(target: Target, instr: Instr) -> int:
     mxu = target.mxu
     folds = math.ceil(instr.rows / mxu.rows) * math.ceil(instr.cols / mxu.cols)
     sequential = math.ceil(folds / mxu.count)
-    stream = math.ceil(instr.depth / mxu.rate[DTYPE_NAMES[DType(instr.dt_a)]])
+    stream = math.ceil(instr.depth / mxu.rate[DTYPE_NAMES[instr.dt_a]])
     fill_drain = mxu.rows + mxu.cols - 2
     if mxu.pipelined:
         return sequential * stream + fill_drain
@@ -46,8 +48,8 @@ def vpu_cycles(target: Target, instr: Instr) -> int:
 
 def dma_bytes(instr: Instr) -> int:
     """HBM bytes one DMA instruction moves."""
-    hbm_dt = instr.dt_d if instr.opcode == Op.DMA_STORE else instr.dt_a
-    return instr.rows * instr.cols * DTYPE_BYTES[DType(hbm_dt)]
+    hbm_dt = instr.dt_d if instr.opcode in (Op.DMA_STORE, Op.DMA_SCATTER) else instr.dt_a
+    return instr.rows * instr.cols * DTYPE_BYTES[hbm_dt]
 
 
 def dma_cycles(target: Target, instr: Instr) -> int:
@@ -87,23 +89,13 @@ class Scheduler:
     """Per-engine in-order queues, the HBM channel and semaphores.
 
     Instructions are processed in program order except that an engine blocked on a `wait`
-    holds its later instructions until a `signal` supplies a token. `execute`, when given,
-    performs an instruction's data effects at the moment it is processed.
+    holds its later instructions until a `signal` supplies a token. An instruction's runner,
+    when it has one, performs its data effects at the moment it is processed.
     """
 
-    def __init__(
-        self,
-        target: Target,
-        steps: list[tuple],
-        execute: Execute | None,
-        trace_limit: int,
-    ) -> None:
-        self.latency = target.hbm.latency
-        self.kind = [step[0] for step in steps]
-        self.engine = [step[1] for step in steps]
-        self.cycles = [step[2] for step in steps]
-        self.sem = [step[3] for step in steps]
-        self.execute = execute
+    def __init__(self, latency: int, slots: list[Slot], trace_limit: int) -> None:
+        self.latency = latency
+        self.slots = slots
         self.free = [0] * NUM_ENGINES  # when the engine may start its next instruction
         self.done = [0] * NUM_ENGINES  # when all its work so far has completed
         self.queues: list[deque[tuple[int, int, Operands]]] = [deque() for _ in range(NUM_ENGINES)]
@@ -117,7 +109,7 @@ class Scheduler:
 
     def issue(self, pc: int, dispatch: int, ops: Operands) -> None:
         """Hand a dispatched engine instruction to its engine's queue."""
-        queue = self.queues[self.engine[pc]]
+        queue = self.queues[self.slots[pc][0]]
         if queue or not self._run(pc, dispatch, ops):
             queue.append((pc, dispatch, ops))
         elif self.woken:
@@ -142,32 +134,33 @@ class Scheduler:
 
     def _run(self, pc: int, dispatch: int, ops: Operands) -> bool:
         """Time (and execute) one instruction; False if it is a wait that must block."""
-        engine, kind = self.engine[pc], self.kind[pc]
-        free = self.free
-        start = max(free[engine], dispatch)
+        engine, kind, cycles, sem, runner = self.slots[pc]
+        free, done = self.free, self.done
+        start = free[engine]
+        if dispatch > start:
+            start = dispatch
         if kind == K_COMPUTE:
-            end = start + self.cycles[pc]
-            free[engine] = self.done[engine] = end
+            end = free[engine] = done[engine] = start + cycles
         elif kind == K_DMA:
             other = free[Engine.DMA_STORE if engine == Engine.DMA_LOAD else Engine.DMA_LOAD]
-            start = self.channel.book(start, self.cycles[pc], min(start, other))
-            end = free[engine] = start + self.cycles[pc]
-            self.done[engine] = max(self.done[engine], end + self.latency)
+            start = self.channel.book(start, cycles, start if start < other else other)
+            end = free[engine] = start + cycles
+            if end + self.latency > done[engine]:
+                done[engine] = end + self.latency
         elif kind == K_SIGNAL:
-            start = end = max(start, self.done[engine])
-            sem = self.sem[pc]
+            start = end = start if start > done[engine] else done[engine]
             heapq.heappush(self.tokens[sem], end)
             if self.waiters[sem]:
                 self.woken.append(self.waiters[sem].popleft())
         else:  # K_WAIT
-            tokens = self.tokens[self.sem[pc]]
+            tokens = self.tokens[sem]
             if not tokens:
-                self.waiters[self.sem[pc]].append(engine)
+                self.waiters[sem].append(engine)
                 return False
             end = free[engine] = max(start, heapq.heappop(tokens))
-            self.done[engine] = max(self.done[engine], end)
-        if self.execute is not None and kind >= K_DMA:
-            self.execute(pc, ops)
+            done[engine] = max(done[engine], end)
+        if runner is not None:
+            runner(ops)
         if self.trace_limit:
             if len(self.events) < self.trace_limit:
                 self.events.append((engine, start, end, pc))

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tasic.ir import tfm
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
-
-from tasic.ir import tfm
 
 
 def bucket_sizes(context: int, smallest: int) -> list[int]:
@@ -55,7 +54,9 @@ class DecodeBucketsPass(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Clone and specialise the decode function, if there is one."""
-        decode = next((f for f in op.body.block.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "decode"), None)
+        decode = next(
+            (f for f in op.body.block.ops if isinstance(f, func.FuncOp) and f.sym_name.data == "decode"), None
+        )
         if decode is None:
             return
         contexts = {tfm.shape_of(a.key)[2] for a in decode.walk() if isinstance(a, tfm.AttentionOp)}

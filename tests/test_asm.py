@@ -148,6 +148,22 @@ def test_readable_syntax() -> None:
             Op.VPU_SELECT, reg_c=4, imm=128, rows=2, cols=2
         ),
         "vpu.causal sram[r0+0]:f32 8x8 diag(r5-3)": Instr(Op.VPU_CAUSAL, reg_a=5, off_a=-3, rows=8, cols=8),
+        "vpu.causal sram[r0+0]:bf16 8x8 diag(r5+0) window(4)": Instr(
+            Op.VPU_CAUSAL, dt_d=DType.BF16, reg_a=5, rows=8, cols=8, depth=4
+        ),
+        "dma.scatter hbm[r2+1024]:bf16 index hbm[r3+64]:i32 <- sram[r0+512]:f32 4x64 stride(128)": Instr(
+            Op.DMA_SCATTER,
+            dt_d=DType.BF16,
+            dt_b=DType.I32,
+            rows=4,
+            cols=64,
+            reg_d=2,
+            off_d=1024,
+            reg_b=3,
+            off_b=64,
+            off_a=512,
+            imm=128,
+        ),
         "signal mxu s3": Instr(Op.SIGNAL, func=Engine.MXU, imm=3),
         "wait vpu s3": Instr(Op.WAIT, func=Engine.VPU, imm=3),
         "halt {func=3, depth=2}": Instr(Op.HALT, func=3, depth=2),
@@ -232,6 +248,9 @@ def test_edited_data_is_detected() -> None:
         (".meta {not json}", ".meta is not valid JSON"),
         (f".target other {'11' * 32}", "duplicate .target"),
         (".entry main 5", "entry point 'main' = 5 is not an instruction index"),
+        ('.meta {"entries": {"decode": {}}}', "metadata entries['decode']: no such entry point (entry points: none)"),
+        ("vpu.causal sram[r0+0]:f32 8x8 diag(r1+0) window(2) {depth=1}", "depth is already given by the operands"),
+        ("vpu.causal sram[r0+0]:f32 8x8 diag(r1+0) window(70000)", "field depth=70000 is out of range 0..65535"),
     ],
 )
 def test_errors_name_the_line(bad: str, message: str) -> None:

@@ -88,6 +88,42 @@ def test_out_of_bounds_gather_row() -> None:
     check(binary, r"instruction 0 \(dma.gather\): HBM read of table row 96", inputs)
 
 
+def scatter(index_dt: int = DType.I32, **fields: int) -> Instr:
+    """Table at HBM 1024 (rows of 8 f32, stride 8) <- SRAM [4, 8] tile at 0, indices at HBM 64."""
+    return Instr(
+        Op.DMA_SCATTER, dt_d=F32, dt_a=F32, dt_b=index_dt, rows=4, cols=8, off_d=1024, off_b=64, imm=8, **fields
+    )
+
+
+@pytest.mark.parametrize("timing_only", [False, True])
+def test_out_of_bounds_scatter_row(timing_only: bool) -> None:
+    # the table holds (4096 - 1024) / 32 = 96 rows: row 95 is the last one in bounds
+    binary = make_binary([scatter()], [IDS_SYM])
+    simulate(binary, TINY, {"ids": np.array([0, 95, 1, 2], np.int32)}, timing_only=timing_only)
+    message = r"instruction 0 \(dma.scatter\): HBM write of table row 96 is out of bounds"
+    with pytest.raises(SimError, match=message):  # checked in timing-only mode too, with the given indices
+        simulate(binary, TINY, {"ids": np.array([0, 96, 1, 2], np.int32)}, timing_only=timing_only)
+    with pytest.raises(SimError, match="HBM write of table row -33 is out of bounds"):
+        simulate(binary, TINY, {"ids": np.array([0, 1, -33, 2], np.int32)}, timing_only=timing_only)
+    simulate_timing(binary, TINY)  # no inputs in timing-only mode: the indices are zero
+
+
+def test_scatter_index_that_overflows_int64_is_out_of_bounds() -> None:
+    ids = Symbol("ids", "input", 64, (4,), "i64")
+    binary = make_binary([scatter(DType.I64)], [ids])
+    huge = 2**62 + 1  # huge * 32 bytes wraps around to 32 in int64 arithmetic
+    check(binary, f"table row {huge} is out of bounds", {"ids": np.array([0, huge, 1, 2], np.int64)})
+
+
+def test_scatter_index_dtype() -> None:
+    check(make_binary([scatter(DType.F32)]), r"instruction 0: invalid dma.scatter: scatter indices must be i32 or i64")
+
+
+def test_scatter_reads_sram_in_bounds() -> None:
+    shifted = scatter(off_a=TINY.sram.bytes - 64)
+    check(make_binary([shifted]), r"instruction 0 \(dma.scatter\): SRAM read of bytes \[262080, 262208\)")
+
+
 def test_deadlock() -> None:
     code = [Instr(Op.WAIT, func=Engine.MXU, imm=7), Instr(Op.SIGNAL, func=Engine.VPU, imm=6)]
     check(make_binary(code), r"deadlock: MXU is stuck at instruction 0 \(wait\) on semaphore s7")

@@ -153,6 +153,61 @@ def test_gather(index_dt: int) -> None:
     np.testing.assert_array_equal(run(code, {"x": table, "y": idx}, (4, 6)), table[idx])
 
 
+def scatter(table: int, idx: int, sram: int, rows: int, cols: int, stride: int, **fields: int) -> Instr:
+    """HBM table (f32 unless `fields` say otherwise) rows idx[i] <- SRAM tile row i."""
+    defaults = {"dt_d": F32, "dt_a": F32, "dt_b": I32}
+    return Instr(
+        Op.DMA_SCATTER, rows=rows, cols=cols, off_d=table, off_a=sram, off_b=idx, imm=stride, **{**defaults, **fields}
+    )
+
+
+@pytest.mark.parametrize("index_dt", [I32, I64])
+@pytest.mark.parametrize("stride", [6, 8])
+@pytest.mark.parametrize("ids", [[3, 0, 9, 5], [3, 0, 9, 3]])
+def test_scatter(index_dt: int, stride: int, ids: list[int]) -> None:
+    rows = rand(4, 6)
+    idx = np.array(ids, dtype=np.int32 if index_dt == I32 else np.int64)
+    code = [load(SA, X, 4, 6), scatter(OUT, Y, SA, 4, 6, stride, dt_b=index_dt)]
+    out = run(code, {"x": rows, "y": idx}, (10, stride))
+    expected = np.zeros((10, stride), np.float32)
+    for i, row in enumerate(idx):  # in order: the later of two rows for index 3 wins
+        expected[row, :6] = rows[i]
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_scatter_converts_and_overlapping_rows_are_written_in_order() -> None:
+    rows = rand(3, 4)
+    # row stride 2 < 4 columns: rows 0 and 1 overlap in their last / first two elements
+    code = [load(SA, X, 3, 4), scatter(OUT, Y, SA, 3, 4, 2, dt_d=BF16)]
+    out = run(code, {"x": rows, "y": np.array([1, 0, 4], np.int32)}, (12,), "bf16")
+    expected = np.zeros(12, np.float32)
+    for i, row in enumerate([1, 0, 4]):
+        expected[2 * row : 2 * row + 4] = rows[i].astype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "diag", "depth"), [(4, 6, 2, 0), (4, 6, 2, 3), (5, 9, 4, 1), (6, 6, 0, 2), (3, 8, -1, 4)]
+)
+@pytest.mark.parametrize("dt", [F32, BF16])
+def test_causal_sliding_window(rows: int, cols: int, diag: int, depth: int, dt: int) -> None:
+    x = rand(rows, cols)
+    addi = Instr(Op.ADDI, reg_d=3)
+    addi.set_imm64(diag - 1)  # diag = r3 + 1
+    code = [
+        load(SD, X, rows, cols, dt_d=dt),
+        addi,
+        Instr(Op.VPU_CAUSAL, dt_d=dt, rows=rows, cols=cols, depth=depth, off_d=SD, reg_a=3, off_a=1),
+        store(OUT, SD, rows, cols, dt_a=dt),
+    ]
+    i, j = np.indices((rows, cols))
+    masked = (j > i + diag) | ((depth > 0) & (j <= i + diag - depth))
+    expected = np.where(masked, -np.inf, x.astype(ml_dtypes.bfloat16) if dt == BF16 else x).astype(np.float32)
+    np.testing.assert_array_equal(run(code, {"x": x}, (rows, cols)), expected)
+    if depth:  # every row keeps at most `depth` keys
+        assert (np.isfinite(expected).sum(axis=1) <= depth).all()
+
+
 @pytest.mark.parametrize(("func", "ref"), [(ReduceFn.SUM, np.sum), (ReduceFn.MAX, np.max), (ReduceFn.MIN, np.min)])
 def test_reduce(func: int, ref: np.ufunc) -> None:
     x = rand(5, 13)

@@ -114,6 +114,22 @@ def test_dmas_share_the_hbm_channel() -> None:
     assert cycles([load(), store(hbm=4096, sram=4096)]) == 32 + 100
 
 
+def test_scatter_moves_its_table_dtype_on_the_shared_channel() -> None:
+    # 4 rows x 64 bf16 = 512 bytes on the HBM channel: 8 cycles, after the load's 16
+    scatter = Instr(
+        Op.DMA_SCATTER, dt_d=BF16, dt_a=F32, dt_b=DType.I32, rows=4, cols=64, off_d=8192, off_a=4096, imm=64
+    )
+    assert cycles([scatter]) == 8 + 100
+    report = simulate(make_binary([load(), scatter]), TINY, trace=True).report
+    assert report.total_cycles == 16 + 8 + 100
+    assert report.hbm_bytes == 1024 + 512
+    assert report.busy["DMA_STORE"] == 8
+    assert [(e.engine, e.name, e.start, e.end) for e in report.trace] == [
+        ("DMA_LOAD", "dma.load", 0, 16),
+        ("DMA_STORE", "dma.scatter", 16, 24),
+    ]
+
+
 def test_signal_does_not_stall_its_engine() -> None:
     # the signal after the first load fires at 116, but the second load still takes the channel at 16
     code = [load(), signal(Engine.DMA_LOAD, 0), load(sram=1024), wait(Engine.VPU, 0), fill(addr=4096)]

@@ -319,6 +319,48 @@ def test_invalid_metadata(metadata: object, expected: str, monkeypatch: pytest.M
     assert read_error(unchecked_bytes(binary, monkeypatch)).startswith(expected)
 
 
+def test_scatter_and_causal_window_round_trip() -> None:
+    binary = small_binary()
+    binary.code[6:6] = [
+        Instr(Op.DMA_SCATTER, dt_d=DType.BF16, dt_b=DType.I64, rows=4, cols=64, off_d=1024, off_b=64, imm=128),
+        Instr(Op.VPU_CAUSAL, rows=8, cols=8, depth=4, reg_a=2, off_a=1),
+    ]
+    binary.metadata["instr_locs"] += [-1, -1]
+    assert from_bytes(to_bytes(binary)) == binary
+
+
+def test_entry_io_metadata_round_trips() -> None:
+    binary = small_binary()
+    binary.entry_points["decode"] = 1
+    binary.metadata["entries"] = {"main": {"inputs": {"x": "x"}, "outputs": {"y": "y"}}, "decode": {"outputs": {}}}
+    assert from_bytes(to_bytes(binary)) == binary
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        ([], "metadata entries must be a JSON object of entry point -> inputs and outputs, not list"),
+        ({"decode": {}}, "metadata entries['decode']: no such entry point (entry points: main)"),
+        ({"main": []}, "metadata entries['main'] must be a JSON object with keys inputs and outputs, not list"),
+        ({"main": {"params": {}}}, "metadata entries['main'] has unknown key 'params' (allowed: inputs, outputs)"),
+        ({"main": {"inputs": ["x"]}}, "metadata entries['main'].inputs must be a JSON object of name -> symbol name"),
+        ({"main": {"inputs": {"": "x"}}}, "metadata entries['main'].inputs: the name '' must be a non-empty string"),
+        (
+            {"main": {"outputs": {"y": "z"}}},
+            "metadata entries['main'].outputs['y'] = 'z' is not a symbol of the binary",
+        ),
+        ({"main": {"outputs": {"y": ["y"]}}}, "metadata entries['main'].outputs['y'] = ['y'] is not a symbol"),
+    ],
+)
+def test_invalid_entry_io_metadata(entries: object, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    binary = small_binary()
+    binary.metadata["entries"] = entries
+    message = read_error(unchecked_bytes(binary, monkeypatch))
+    assert message.startswith(expected)
+    with pytest.raises(TbinError, match=f"^{re.escape(message)}$"):
+        to_bytes(binary)
+
+
 def test_writer_rejects_non_json_metadata() -> None:
     binary = small_binary()
     binary.metadata["scale"] = float("nan")
