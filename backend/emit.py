@@ -12,6 +12,8 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
 from tasic.backend.isa_spec import (
     DTYPE_BY_NAME,
     DTYPE_BYTES,
@@ -28,7 +30,6 @@ from tasic.backend.isa_spec import (
 from tasic.backend.target import Target
 from tasic.backend.tbin import Symbol, TBinary
 from tasic.ir.isa import EntryOp, IsaOp, SymbolOp
-from xdsl.dialects.builtin import ModuleOp
 
 NUMPY_DTYPES: dict[str, Any] = {
     "f32": np.float32,

@@ -23,6 +23,8 @@ from xdsl.ir import Dialect
 from xdsl.irdl import IRDLOperation, ParsePropInAttrDict, irdl_op_definition, opt_prop_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
+from tasic.ir.attrs import i64_attr, str_attr
+
 NUM_REGS = 32
 NUM_SEMAPHORES = 32
 ENGINE_NAMES = ("ctrl", "dma_load", "dma_store", "mxu", "vpu")
@@ -184,22 +186,22 @@ class EntryOp(IRDLOperation):
 
 def create_instruction(mnemonic: str, loc: str | None = None, **values: int | str | float) -> IsaOp:
     """Build an isa op from Python field values; every field must be given."""
-    from xdsl.dialects.builtin import f32, i64
+    from xdsl.dialects.builtin import f32
 
     cls = INSTRUCTION_OPS[mnemonic]
     props = {}
     for name, kind in cls.FIELDS.items():
         value = values.pop(name)
         if kind in ("int", "reg"):
-            props[name] = IntegerAttr(int(value), i64)
+            props[name] = i64_attr(int(value))
         elif kind == "f32":
             props[name] = FloatAttr(float(value), f32)
         else:
-            props[name] = StringAttr(str(value))
+            props[name] = str_attr(str(value))
     if values:
         raise ValueError(f"isa.{mnemonic} has no fields {sorted(values)}")
     if loc:
-        props["loc"] = StringAttr(loc)
+        props["loc"] = str_attr(loc)
     return cls.create(properties=props)
 
 

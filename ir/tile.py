@@ -45,6 +45,8 @@ from xdsl.irdl import (
 from xdsl.traits import NoTerminator
 from xdsl.utils.exceptions import VerifyException
 
+from tasic.ir.attrs import i64_attr, str_attr
+
 HBM = StringAttr("hbm")
 SRAM = StringAttr("sram")
 HBM_KINDS = ("input", "output", "weight", "kv", "temp")
@@ -57,7 +59,7 @@ def memref(shape: Sequence[int], element_type: Attribute, space: StringAttr) -> 
 
 def ints(values: Sequence[int]) -> ArrayAttr:
     """An array attribute of i64."""
-    return ArrayAttr([IntegerAttr(int(v), i64) for v in values])
+    return ArrayAttr([i64_attr(int(v)) for v in values])
 
 
 def int_list(attr: ArrayAttr) -> list[int]:
@@ -87,7 +89,7 @@ class TileOp(IRDLOperation):
 
 
 def _props(**values: int | Sequence[int]) -> dict[str, Attribute]:
-    return {k: ints(v) if isinstance(v, list | tuple) else IntegerAttr(int(v), i64) for k, v in values.items()}
+    return {k: ints(v) if isinstance(v, list | tuple) else i64_attr(int(v)) for k, v in values.items()}
 
 
 @irdl_op_definition
@@ -525,7 +527,7 @@ class SignalOp(TileOp):
     sem = prop_def(IntegerAttr)
 
     def __init__(self, engine: str, sem: int):
-        super().__init__(properties={"engine": StringAttr(engine), "sem": IntegerAttr(sem, i64)})
+        super().__init__(properties={"engine": str_attr(engine), "sem": i64_attr(sem)})
 
 
 @irdl_op_definition
@@ -541,7 +543,7 @@ class WaitOp(TileOp):
     sem = prop_def(IntegerAttr)
 
     def __init__(self, engine: str, sem: int):
-        super().__init__(properties={"engine": StringAttr(engine), "sem": IntegerAttr(sem, i64)})
+        super().__init__(properties={"engine": str_attr(engine), "sem": i64_attr(sem)})
 
 
 Tile = Dialect(

@@ -92,8 +92,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         raise UsageError(f"no tokenizer found for {args.model}: give --tokenizer (a model directory or .gguf)")
     if args.chat:
         messages = [{"role": "user", "content": args.prompt}]
-        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        prompt = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt = tokenizer.encode(text, add_special_tokens=False)
     else:
         prompt = tokenizer.encode(args.prompt)
     session = LlmSession(binary, target)
