@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from tasic.backend.target import load_target
 from tasic.backend.tbin import write_tbin
+from tasic.compiler import compile_module
 from tasic.frontend.hf import import_model
 from tasic.frontend.packages import minilm_dir
 from tasic.frontend.sentences import DEMO_SENTENCES, cosine, mean_pool, tokenize, torch_embeddings
 from tasic.isa_sim import simulate
-
-from tasic.compiler import compile_module
 
 
 def main() -> None:

@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from tasic.frontend.packages import minilm_dir
-from tasic.frontend.sentences import DEMO_SENTENCES, cosine, mean_pool, tokenize, torch_embeddings
 
 from tasic.cli import main as tasic
+from tasic.frontend.packages import minilm_dir
+from tasic.frontend.sentences import DEMO_SENTENCES, cosine, mean_pool, tokenize, torch_embeddings
 
 
 def main() -> int:

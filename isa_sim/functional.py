@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+
 from tasic.backend.isa_spec import (
     DTYPE_BYTES,
     FLAG_ACCUMULATE,

@@ -6,6 +6,7 @@ import math
 
 import ml_dtypes
 import numpy as np
+
 from tasic.backend.isa_spec import DTYPE_BY_NAME, DTYPE_BYTES, DType
 from tasic.backend.tbin import Symbol
 from tasic.isa_sim.errors import SimError

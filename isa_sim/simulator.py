@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from tasic.backend.isa_spec import NUM_REGS, Engine
 from tasic.backend.target import Target
 from tasic.backend.tbin import Symbol, TBinary, TbinError, check_entry_io

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tasic.ir import tile
-from tasic.passes.tiling.builder import tile_bytes
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
+
+from tasic.ir import tile
+from tasic.passes.tiling.builder import tile_bytes
 
 ENGINES = ("dma_load", "dma_store", "mxu", "vpu")
 FORWARD, CARRIED = 0, 1

@@ -24,14 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from math import prod
 
-from tasic.ir import tile
-from tasic.ir.isa import NUM_REGS, EntryOp, SymbolOp, create_instruction
-from tasic.passes.tiling.dtypes import dtype_name, element_bytes
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
+
+from tasic.ir import tile
+from tasic.ir.isa import NUM_REGS, EntryOp, SymbolOp, create_instruction
+from tasic.passes.tiling.dtypes import dtype_name, element_bytes
 
 ALIGN = 64
 KIND_ORDER = ("weight", "kv", "input", "output", "temp")

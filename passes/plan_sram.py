@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasic.backend.target import load_target
-from tasic.ir import tile
-from tasic.passes.tiling.builder import DoesNotFitError, tile_bytes
 from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.passes import ModulePass
+
+from tasic.backend.target import load_target
+from tasic.ir import tile
+from tasic.passes.tiling.builder import DoesNotFitError, tile_bytes
 
 ALIGN = 64
 

@@ -30,17 +30,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tasic.ir import tfm
-from tasic.passes.raise_matching import (
-    copy_location,
-    defining,
-    fn_of,
-    operand_orders,
-    producer,
-    replace_and_erase,
-    scaling_factor,
-    used_only_by,
-)
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
@@ -51,6 +40,18 @@ from xdsl.pattern_rewriter import (
     PatternRewriteWalker,
     RewritePattern,
     op_type_rewrite_pattern,
+)
+
+from tasic.ir import tfm
+from tasic.passes.raise_matching import (
+    copy_location,
+    defining,
+    fn_of,
+    operand_orders,
+    producer,
+    replace_and_erase,
+    scaling_factor,
+    used_only_by,
 )
 
 

@@ -27,16 +27,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tasic.ir import tfm
-from tasic.passes.raise_matching import (
-    close_to,
-    copy_location,
-    fn_of,
-    producer,
-    replace_and_erase,
-    scalar_of,
-    scaling_factor,
-)
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
@@ -47,6 +37,17 @@ from xdsl.pattern_rewriter import (
     PatternRewriteWalker,
     RewritePattern,
     op_type_rewrite_pattern,
+)
+
+from tasic.ir import tfm
+from tasic.passes.raise_matching import (
+    close_to,
+    copy_location,
+    fn_of,
+    producer,
+    replace_and_erase,
+    scalar_of,
+    scaling_factor,
 )
 
 Polynomial = dict[int, float]

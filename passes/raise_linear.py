@@ -21,17 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasic.ir import tfm
-from tasic.passes.raise_matching import (
-    copy_location,
-    defining,
-    fn_of,
-    operand_orders,
-    producer,
-    replace_and_erase,
-    used_only_by,
-    weight_vector,
-)
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
@@ -42,6 +31,18 @@ from xdsl.pattern_rewriter import (
     PatternRewriteWalker,
     RewritePattern,
     op_type_rewrite_pattern,
+)
+
+from tasic.ir import tfm
+from tasic.passes.raise_matching import (
+    copy_location,
+    defining,
+    fn_of,
+    operand_orders,
+    producer,
+    replace_and_erase,
+    used_only_by,
+    weight_vector,
 )
 
 

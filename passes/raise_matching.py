@@ -11,9 +11,10 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
-from tasic.ir import tfm
 from xdsl.ir import Operation, OpResult, SSAValue
 from xdsl.pattern_rewriter import PatternRewriter
+
+from tasic.ir import tfm
 
 OpT = TypeVar("OpT", bound=Operation)
 

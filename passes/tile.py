@@ -29,16 +29,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tasic.backend.target import load_target
-from tasic.ir import tfm, tile
-from tasic.passes.tiling import kernels
-from tasic.passes.tiling.context import TileContext
-from tasic.passes.tiling.views import View
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, FunctionType, ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
+
+from tasic.backend.target import load_target
+from tasic.ir import tfm, tile
+from tasic.passes.tiling import kernels
+from tasic.passes.tiling.context import TileContext
+from tasic.passes.tiling.views import View
 
 KERNELS: dict[type[Operation], Callable[[TileContext, Operation], None]] = {
     tfm.UnaryOp: kernels.unary,

@@ -7,6 +7,7 @@ import random
 import struct
 
 import pytest
+
 from tasic.backend.asm import AsmError, assemble, disassemble, parse_instruction, show_instruction
 from tasic.backend.isa_spec import (
     DTYPE_NAMES,

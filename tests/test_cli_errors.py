@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tasic.backend.target import TARGETS_DIR
 
 TASIC = str(Path(sys.prefix) / "bin" / "tasic")

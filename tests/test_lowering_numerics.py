@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tasic.backend.target import TARGETS_DIR, Target, load_target
-from tasic.ir.dialects import tasic_context
-from tasic.isa_sim import simulate
 from xdsl.parser import Parser
 
+from tasic.backend.target import TARGETS_DIR, Target, load_target
 from tasic.compiler import compile_module
+from tasic.ir.dialects import tasic_context
+from tasic.isa_sim import simulate
 
 RNG = np.random.default_rng(7)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+
 from tasic.backend.target import load_target
+from tasic.compiler import compile_module
 from tasic.frontend.hf import import_model
 from tasic.frontend.packages import minilm_dir
 from tasic.frontend.sentences import DEMO_SENTENCES, cosine, mean_pool, tokenize, torch_embeddings
 from tasic.isa_sim import simulate
-
-from tasic.compiler import compile_module
 
 SEQ_LEN = 16
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from tasic.backend.isa_spec import DType, Engine, Instr, Op
 from tasic.backend.target import load_target
 from tasic.backend.tbin import Symbol, TBinary

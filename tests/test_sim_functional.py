@@ -8,6 +8,7 @@ import math
 import ml_dtypes
 import numpy as np
 import pytest
+
 from tasic.backend.isa_spec import (
     FLAG_ACCUMULATE,
     FLAG_BCAST_SHIFT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tasic.backend.isa_spec import DType, Engine, Instr, Op, ReduceFn, float_bits
 from tasic.backend.target import load_target
 from tasic.backend.tbin import Symbol, TBinary

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tasic.backend.isa_spec import BinaryFn, DType, Engine, Instr, Op, UnaryFn, float_bits
 from tasic.backend.target import Memory, Target, load_target
 from tasic.backend.tbin import TBinary

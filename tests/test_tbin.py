@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from tasic.backend import tbin
 from tasic.backend.isa_spec import DType, Engine, Instr, Op, UnaryFn, float_bits
 from tasic.backend.tbin import (

@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from math import prod
 
+from xdsl.dialects.builtin import MemRefType
+from xdsl.ir import Attribute, Block, Operation, SSAValue
+
 from tasic.ir import tile
 from tasic.passes.tiling.dtypes import element_bytes
 from tasic.passes.tiling.views import View
-from xdsl.dialects.builtin import MemRefType
-from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 
 class DoesNotFitError(Exception):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from xdsl.dialects.builtin import TensorType, f32
+from xdsl.ir import Attribute, Block, SSAValue
+
 from tasic.backend.target import Target
 from tasic.ir import tile
 from tasic.ir.tfm import WeightOp, element_type, is_float, shape_of
 from tasic.passes.tiling.builder import KernelBuilder
 from tasic.passes.tiling.dtypes import element_type as dtype_type
 from tasic.passes.tiling.views import View
-from xdsl.dialects.builtin import TensorType, f32
-from xdsl.ir import Attribute, Block, SSAValue
 
 
 @dataclass

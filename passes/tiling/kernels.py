@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from math import prod
 
+from xdsl.dialects.builtin import f32, i1
+from xdsl.ir import Attribute, SSAValue
+
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos, as_matrix_shape, fit_rows, fit_tile
 from tasic.passes.tiling.context import TileContext
 from tasic.passes.tiling.dtypes import element_bytes
 from tasic.passes.tiling.views import View
-from xdsl.dialects.builtin import f32, i1
-from xdsl.ir import Attribute, SSAValue
 
 ROW_TILE_MAX = 256
 COL_TILE_MAX = 2048
