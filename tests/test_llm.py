@@ -65,3 +65,39 @@ def test_too_long_prompt_and_too_large_batch(llama_dir: Path) -> None:
         generate(session, [[1, 2, 3, 4, 5]], 2)
     with pytest.raises(FrontendError, match="batch of 1"):
         generate(session, [[1], [2]], 2)
+
+
+def _family_configs() -> dict[str, object]:
+    """Tiny random configs of each supported decoder family (transformers classes)."""
+    import transformers as hf
+
+    common = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    common |= {"vocab_size": 128, "max_position_embeddings": 128}
+    return {
+        "llama": hf.LlamaConfig(num_key_value_heads=1, **common),  # MQA
+        "mistral": hf.MistralConfig(num_key_value_heads=2, sliding_window=4, **common),
+        "qwen2": hf.Qwen2Config(num_key_value_heads=2, **common),
+        "gemma2": hf.Gemma2Config(
+            num_key_value_heads=2, head_dim=8, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+            query_pre_attn_scalar=8, sliding_window=4, **common,
+        ),
+        "phi3": hf.Phi3Config(num_key_value_heads=4, pad_token_id=0, **common),
+        "gpt2": hf.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=128, bos_token_id=0, eos_token_id=0),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "gemma2", "phi3", "gpt2"])
+def test_families_decode_like_hf(family: str, tmp_path: Path) -> None:
+    """16 greedy tokens through prefill + decode on the simulator equal HF's, for each family."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_family_configs()[family]).eval()
+    model.save_pretrained(tmp_path)
+    binary, _ = compile_llm(str(tmp_path), TINY, "f32", batch=1, context=32, prompt_len=12)
+    prompt = [3, 9, 27, 81, 115, 17, 51, 25, 75, 97]
+    got = generate(LlmSession(binary, TINY), [prompt], 16)[0]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        ref = reloaded.generate(torch.tensor([prompt]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
+    assert got == ref[0, len(prompt) :].tolist()
