@@ -87,9 +87,11 @@ def cmd_generate(args: argparse.Namespace) -> None:
         tokenizer = load_tokenizer(args.tokenizer or binary.metadata.get("model", ""))
     else:
         target = load_target(args.target or "tiny")
-        binary, tokenizer = compile_llm(args.model, target, args.dtype, 1, args.context, args.prompt_len, _progress)
+        tokenizer = load_tokenizer(args.tokenizer or args.model)
     if tokenizer is None:
         raise UsageError(f"no tokenizer found for {args.model}: give --tokenizer (a model directory or .gguf)")
+    if not args.model.endswith(".tbin"):
+        binary, _ = compile_llm(args.model, target, args.dtype, 1, args.context, args.prompt_len, _progress)
     if args.chat:
         messages = [{"role": "user", "content": args.prompt}]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -143,3 +143,14 @@ def test_bad_inputs(binary: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((3, 16), np.float32))
     assert "shape" in fails_cleanly("run", str(binary), "--inputs", str(wrong))
+
+
+def test_generate_without_tokenizer(tmp_path: Path) -> None:
+    """A model directory without a tokenizer cannot generate text."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    assert "tokenizer" in fails_cleanly("generate", str(tmp_path), "--prompt", "hello")

@@ -101,3 +101,15 @@ def test_families_decode_like_hf(family: str, tmp_path: Path) -> None:
     with torch.no_grad():
         ref = reloaded.generate(torch.tensor([prompt]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
     assert got == ref[0, len(prompt) :].tolist()
+
+
+def test_memory_plan_refuses_what_does_not_fit(llama_dir: Path, tmp_path: Path) -> None:
+    """Weights + KV cache beyond the target's HBM: a clear refusal with the figures."""
+    from tasic.backend.target import TARGETS_DIR
+    from tasic.compiler import CompileError
+
+    toml = (TARGETS_DIR / "tiny.toml").read_text().replace("bytes = 1073741824", "bytes = 65536")
+    path = tmp_path / "small-hbm.toml"
+    path.write_text(toml.replace('name = "tiny"', 'name = "small-hbm"'))
+    with pytest.raises(CompileError, match=r"weights [0-9,]+ \+ KV cache 16,384 bytes exceed its 65,536 bytes of HBM"):
+        compile_llm(str(llama_dir), load_target(str(path)), "f32", batch=1, context=64, prompt_len=8)
