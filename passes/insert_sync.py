@@ -4,7 +4,7 @@ Engines run concurrently and in order; an op that touches memory another
 engine touched earlier (read after write, write after read or write) waits
 for a token that engine signals after it. Inside a rolled loop, a dependency
 on a later op of the previous iteration gets a token pre-signalled before the
-loop and drained after it. Kernels are separated by a barrier. Example::
+loop and drained after it. Consecutive kernels are separated by a barrier through a hub engine. Example::
 
     tile.dma_load %x, %a {...}
     tile.unary %a, %b {fn = "exp", ...}
@@ -233,17 +233,31 @@ def _insert_before(anchor: Operation, new: Operation) -> None:
     block.insert_op_before(new, anchor)
 
 
+HUB = "dma_load"
+
+
 def _barrier(prev: tile.KernelOp, prev_engines: set[str], kernel: tile.KernelOp, engines: set[str]) -> None:
-    """Every engine of `kernel` waits until every other engine of `prev` has finished."""
+    """`kernel` starts after `prev` has finished: a barrier through one hub engine.
+
+    Every other engine of `prev` signals the hub; the hub waits for all of them,
+    then signals every other engine of `kernel`, which waits before its first op.
+    That is 2 x (n - 1) token pairs instead of one per engine pair.
+    """
     first = kernel.body.block.first_op
     while first is not None and isinstance(first, tile.SramBufferOp):
         first = first.next_op
-    for producer in sorted(prev_engines):
-        for consumer in sorted(engines - {producer}):
-            sem = semaphore(producer, consumer, FORWARD)
-            prev.body.block.add_op(tile.SignalOp(producer, sem))
-            wait = tile.WaitOp(consumer, sem)
-            if first is None:
-                kernel.body.block.add_op(wait)
-            else:
-                kernel.body.block.insert_op_before(wait, first)
+
+    def at_start(op: Operation) -> None:
+        if first is None:
+            kernel.body.block.add_op(op)
+        else:
+            kernel.body.block.insert_op_before(op, first)
+
+    for producer in sorted(prev_engines - {HUB}):
+        sem = semaphore(producer, HUB, FORWARD)
+        prev.body.block.add_op(tile.SignalOp(producer, sem))
+        at_start(tile.WaitOp(HUB, sem))
+    for consumer in sorted(engines - {HUB}):
+        sem = semaphore(HUB, consumer, FORWARD)
+        at_start(tile.SignalOp(HUB, sem))
+        at_start(tile.WaitOp(consumer, sem))
