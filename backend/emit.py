@@ -120,7 +120,10 @@ def _encode_vector(op: IsaOp, mnemonic: str, size: dict[str, int]) -> Instr:
     if mnemonic == "vpu_fill":
         return Instr(Op.VPU_FILL, imm=float_bits(float(f("value"))), **operands, **size)
     if mnemonic == "vpu_causal":
-        return Instr(Op.VPU_CAUSAL, reg_a=int(f("diag_reg")), off_a=int(f("diag_off")), **operands, **size)
+        window = int(f("window"))
+        return Instr(
+            Op.VPU_CAUSAL, reg_a=int(f("diag_reg")), off_a=int(f("diag_off")), depth=window, **operands, **size
+        )
     raise ValueError(f"cannot encode {op.name}")
 
 

@@ -15,12 +15,13 @@ from typing import NoReturn
 import ml_dtypes
 import numpy as np
 import torch
-from tasic.frontend.errors import FrontendError, UnsupportedOpError
-from tasic.ir import tfm
-from tasic.ir.weights import WeightStore
 from torch.fx import Node
 from xdsl.dialects.builtin import StringAttr, TensorType, bf16, f16, f32, f64, i1, i8, i16, i32, i64
 from xdsl.ir import Attribute, Block, Operation, SSAValue
+
+from tasic.frontend.errors import FrontendError, UnsupportedOpError
+from tasic.ir import tfm
+from tasic.ir.weights import WeightStore
 
 Operand = SSAValue | torch.Tensor
 """A run-time tensor (SSA value) or a compile-time constant tensor."""
@@ -158,6 +159,7 @@ class GraphBuilder:
 
         A parameter keeps its name ("lm_head.weight"); a view of one is named
         after it plus `suffix` ("c_attn.weight.T"); anything else after the node.
+        A store shared by several functions keeps one entry per name and data.
         """
         key = _key(tensor)
         if key in self._weight_values:
@@ -166,7 +168,9 @@ class GraphBuilder:
         if name is None:
             base = self._names_by_storage.get(tensor.untyped_storage().data_ptr(), self.current.name)
             name = f"{base}.{suffix}" if suffix else base
-        name = self.weights.add(name, to_numpy(tensor))
+        array = to_numpy(tensor)
+        if not _same_array(self.weights.get(name), array):
+            name = self.weights.add(name, array)
         value = self.emit(tfm.WeightOp(name, tensor_type(tensor.shape, tensor.dtype)))
         self._weight_values[key] = (value, tensor)
         return value
@@ -232,6 +236,14 @@ class GraphBuilder:
             self.unsupported(f"shapes {tfm.shape_of(lhs)} and {tfm.shape_of(rhs)} do not broadcast")
         result = tensor_type(shape, result_element or tfm.element_type(lhs))
         return self.emit(tfm.BinaryOp(fn, lhs, rhs, result))
+
+
+def _same_array(stored: np.ndarray | None, array: np.ndarray) -> bool:
+    """Whether a stored weight holds exactly `array` (the same memory, or equal values)."""
+    if stored is None or stored.shape != array.shape or stored.dtype != array.dtype:
+        return False
+    same_memory = stored.__array_interface__["data"][0] == array.__array_interface__["data"][0]
+    return (same_memory and stored.strides == array.strides) or bool(np.array_equal(stored, array))
 
 
 def single_number(x: object, result_shape: Sequence[int] | None = None) -> float | None:

@@ -1,8 +1,9 @@
-"""Load models to compile: Hugging Face directories and `file.py:function` entry points.
+"""Load models to compile: Hugging Face directories, GGUF files and `file.py:function` entry points.
 
-A model spec is a save_pretrained directory or "file.py:function"::
+A model spec is a save_pretrained directory, a .gguf file or "file.py:function"::
 
     graph = import_model("models/gpt2-tiny", batch=1, seq_len=64)
+    graph = import_model("models/SmolLM2-135M-Instruct.Q4_1.gguf", batch=1, seq_len=64)
     graph = import_model("my_model.py:build", batch=1, seq_len=64)  # build() -> (module, example_inputs)
 """
 
@@ -13,10 +14,14 @@ import inspect
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
+
 from tasic.frontend.errors import FrontendError
+from tasic.frontend.gguf import check_gguf
+from tasic.frontend.hf_attention import ATTENTION
 from tasic.frontend.torch_import import ImportedGraph, import_module
 
 ExampleInputs = Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...]
@@ -27,11 +32,32 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _from_pretrained(model_class: Any, path: str | Path, location: Path, **kwargs: Any) -> torch.nn.Module:
+    """`model_class.from_pretrained(location, **kwargs)` in eval mode without cache, with the first attention
+    implementation the architecture accepts: SDPA, else tasic's (e.g. Gemma-2's soft-capping), else eager."""
+    try:
+        for attention in ("sdpa", ATTENTION):
+            try:
+                return _inference_mode(model_class.from_pretrained(location, attn_implementation=attention, **kwargs))
+            except ValueError:  # transformers' answer to an unsupported implementation
+                continue
+        return _inference_mode(model_class.from_pretrained(location, attn_implementation="eager", **kwargs))
+    except Exception as err:
+        raise FrontendError(f"transformers could not load '{path}': {_first_line(err)}") from err
+
+
+def _inference_mode(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` in eval mode, its whole-sequence forward returning no KV cache."""
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+    return model.eval()
+
+
 def load_model_dir(path: str | Path) -> torch.nn.Module:
     """The model saved by `save_pretrained` in `path`, in eval mode with SDPA attention and no KV cache.
 
     The class is `config.architectures[0]` (e.g. GPT2LMHeadModel), else AutoModel; architectures
-    without SDPA support load with eager attention.
+    without SDPA support load with tasic's attention function (frontend/hf_attention.py).
     """
     directory = Path(path)
     if not directory.exists():
@@ -40,18 +66,41 @@ def load_model_dir(path: str | Path) -> torch.nn.Module:
         raise FrontendError(f"model directory '{path}' has no config.json (expected a save_pretrained directory)")
     try:
         config = transformers.AutoConfig.from_pretrained(directory)
-        architectures = config.architectures or []
-        model_class = getattr(transformers, architectures[0], None) if architectures else None
-        model_class = model_class or transformers.AutoModel
-        try:
-            model = model_class.from_pretrained(directory, config=config, attn_implementation="sdpa")
-        except ValueError:  # the architecture has no SDPA path: raise-attention handles eager attention
-            model = model_class.from_pretrained(directory, config=config, attn_implementation="eager")
     except Exception as err:
         raise FrontendError(f"transformers could not load '{path}': {_first_line(err)}") from err
-    if hasattr(model.config, "use_cache"):
-        model.config.use_cache = False
-    return model.eval()
+    architectures = config.architectures or []
+    model_class = getattr(transformers, architectures[0], None) if architectures else None
+    return _from_pretrained(model_class or transformers.AutoModel, path, directory, config=config)
+
+
+def load_gguf(path: str | Path) -> torch.nn.Module:
+    """The causal LM of a GGUF file, dequantised to float32 (like `load_model_dir` otherwise)."""
+    check_gguf(path)
+    file = Path(path)
+    return _from_pretrained(
+        transformers.AutoModelForCausalLM, path, file.parent, gguf_file=file.name, dtype=torch.float32
+    )
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """A save_pretrained directory (`load_model_dir`) or a .gguf file (`load_gguf`)."""
+    return load_gguf(path) if str(path).endswith(".gguf") else load_model_dir(path)
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer of a .gguf file, or of a model directory (None when the directory has none)."""
+    file = Path(path)
+    if file.suffix == ".gguf":
+        check_gguf(file)
+        location, options = file.parent, {"gguf_file": file.name}
+    elif not any(file.glob("tokenizer*")):
+        return None
+    else:
+        location, options = file, {}
+    try:
+        return transformers.AutoTokenizer.from_pretrained(location, **options)
+    except Exception as err:
+        raise FrontendError(f"transformers could not load the tokenizer of '{path}': {_first_line(err)}") from err
 
 
 def is_encoder(model: torch.nn.Module) -> bool:
@@ -113,11 +162,11 @@ def load_python_entry(
 
 
 def import_model(model_spec: str, batch: int, seq_len: int) -> ImportedGraph:
-    """Load a save_pretrained directory or a "file.py:function" entry and import it to tfm."""
+    """Load a save_pretrained directory, a .gguf file or a "file.py:function" entry and import it to tfm."""
     file_name, separator, _ = model_spec.rpartition(":")
     if separator and file_name.endswith(".py"):
         model, inputs = load_python_entry(model_spec, batch, seq_len)
     else:
-        model = load_model_dir(model_spec)
+        model = load_model(model_spec)
         inputs = example_inputs(model, batch, seq_len)
     return import_module(model, inputs)

@@ -23,13 +23,9 @@ import functools
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from tasic.frontend.errors import FrontendError
-from tasic.frontend.graph_builder import GraphBuilder, module_path, tensor_type
-from tasic.frontend.torch_ops import ATEN_HANDLERS
-from tasic.ir.weights import WeightStore
 from torch.export import ExportedProgram
 from torch.export.graph_signature import ConstantArgument, InputKind, OutputKind, TensorArgument
 from torch.fx import Node
@@ -39,21 +35,39 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Region, SSAValue
 
+from tasic.frontend.errors import FrontendError
+from tasic.frontend.graph_builder import GraphBuilder, module_path, tensor_type
+from tasic.frontend.torch_ops import ATEN_HANDLERS
+from tasic.ir.weights import WeightStore
+
 
 @dataclass
 class ImportedGraph:
-    """A tfm module with its weights and the names of @main's arguments and results."""
+    """A tfm module with its weights and the names of @main's arguments and results.
+
+    `state_names` are the mutated buffers (a KV cache): the last arguments,
+    and the last results (updated), under the same names.
+    """
 
     module: ModuleOp
     weights: WeightStore
     input_names: list[str]
     output_names: list[str]
+    state_names: list[str] = field(default_factory=list)
+
+
+_KEPT_WHOLE = (
+    torch.ops.aten.scaled_dot_product_attention.default,
+    torch.ops.aten.index_copy.default,
+    torch.ops.aten.index_copy_.default,
+)
 
 
 def decomposition_table() -> dict[torch._ops.OperatorBase, Callable[..., object]]:
-    """torch's default decompositions, keeping scaled_dot_product_attention whole."""
+    """torch's default decompositions, keeping scaled_dot_product_attention and index_copy whole."""
     table = torch.export.default_decompositions()
-    table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    for overload in _KEPT_WHOLE:
+        table.pop(overload, None)
     return table
 
 
@@ -113,16 +127,23 @@ def import_module(
     return import_exported_program(export_module(module, example_inputs, output_names), output_names)
 
 
-def import_exported_program(program: ExportedProgram, output_names: Sequence[str] | None = None) -> ImportedGraph:
-    """Translate the program's graph to tfm ops in `func.func @main`.
+def import_exported_program(
+    program: ExportedProgram,
+    output_names: Sequence[str] | None = None,
+    function_name: str = "main",
+    weights: WeightStore | None = None,
+) -> ImportedGraph:
+    """Translate the program's graph to tfm ops in `func.func @<function_name>`.
 
     Outputs are named `output_names` when given, else by the keys of a
-    dict-like model output, else "output", "output_1", ...
+    dict-like model output, else "output", "output_1", ... Mutated buffers
+    become state (`ImportedGraph.state_names`). With `weights`, constants go
+    to that store (shared by several functions: equal data keeps one name).
     """
     block = Block()
-    builder = GraphBuilder(block, WeightStore())
+    builder = GraphBuilder(block, WeightStore() if weights is None else weights)
     values: dict[Node, object] = {}
-    input_names = _bind_inputs(program, block, builder, values)
+    input_names, state_names = _bind_inputs(program, block, builder, values)
     for node in program.graph.nodes:
         if node.op == "call_function":
             values[node] = _import_call(builder, node, values)
@@ -131,28 +152,42 @@ def import_exported_program(program: ExportedProgram, output_names: Sequence[str
     names = list(output_names) if output_names is not None else _default_output_names(program, len(results))
     if len(names) != len(results):
         raise FrontendError(f"{len(names)} output names given for {len(results)} outputs")
+    results += _state_outputs(builder, program, values, state_names)
     block.add_op(func.ReturnOp(*results))
-    main = func.FuncOp("main", ([arg.type for arg in block.args], [r.type for r in results]), Region(block))
-    main.attributes["tfm.input_names"] = ArrayAttr([StringAttr(name) for name in input_names])
-    main.attributes["tfm.output_names"] = ArrayAttr([StringAttr(name) for name in names])
-    module = ModuleOp([main])
+    function = func.FuncOp(function_name, ([arg.type for arg in block.args], [r.type for r in results]), Region(block))
+    _name_list(function, "tfm.input_names", [*input_names, *state_names])
+    _name_list(function, "tfm.output_names", [*names, *state_names])
+    if state_names:
+        _name_list(function, "tfm.state_names", state_names)
+    module = ModuleOp([function])
     module.verify()
-    return ImportedGraph(module, builder.weights, input_names, names)
+    return ImportedGraph(module, builder.weights, [*input_names, *state_names], [*names, *state_names], state_names)
+
+
+def _name_list(function: func.FuncOp, attribute: str, names: Sequence[str]) -> None:
+    function.attributes[attribute] = ArrayAttr([StringAttr(name) for name in names])
 
 
 def _bind_inputs(
     program: ExportedProgram, block: Block, builder: GraphBuilder, values: dict[Node, object]
-) -> list[str]:
-    """Give every placeholder its value: a block argument (user tensors) or a constant; returns the input names."""
+) -> tuple[list[str], list[str]]:
+    """Give every placeholder its value: a block argument (user tensors, then mutated buffers) or a constant.
+
+    Returns the user input names and the state (mutated buffer) names.
+    """
     input_names: list[str] = []
     placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    mutated = set(program.graph_signature.buffers_to_mutate.values())
+    states: list[tuple[str, Node]] = []
     for spec in program.graph_signature.input_specs:
         node = placeholders[spec.arg.name]
         if spec.kind == InputKind.USER_INPUT and isinstance(spec.arg, TensorArgument):
-            values[node] = _add_argument(block, node)
+            values[node] = _add_argument(block, node, node.name)
             input_names.append(node.name)
         elif spec.kind == InputKind.USER_INPUT and isinstance(spec.arg, ConstantArgument):
             values[node] = spec.arg.value
+        elif spec.kind == InputKind.BUFFER and spec.target in mutated:
+            states.append((spec.target, node))
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
             tensor = program.state_dict.get(spec.target, program.constants.get(spec.target))
             assert isinstance(tensor, torch.Tensor), f"no data for {spec.target}"
@@ -160,13 +195,15 @@ def _bind_inputs(
             values[node] = tensor
         else:
             raise FrontendError(f"unsupported program input '{spec.arg.name}' of kind {spec.kind.name}")
-    return input_names
+    for name, node in states:
+        values[node] = _add_argument(block, node, name)
+    return input_names, [name for name, _ in states]
 
 
-def _add_argument(block: Block, node: Node) -> SSAValue:
+def _add_argument(block: Block, node: Node, name: str) -> SSAValue:
     fake = node.meta["val"]
     argument = block.insert_arg(tensor_type(fake.shape, fake.dtype), len(block.args))
-    argument.name_hint = node.name
+    argument.name_hint = name
     return argument
 
 
@@ -216,6 +253,21 @@ def _user_outputs(builder: GraphBuilder, program: ExportedProgram, values: dict[
             raise FrontendError(f"model output '{spec.arg.name}' is not a tensor ({type(value).__name__})")
         results.append(builder.value(value))
     return results
+
+
+def _state_outputs(
+    builder: GraphBuilder, program: ExportedProgram, values: dict[Node, object], state_names: Sequence[str]
+) -> list[SSAValue]:
+    """The updated value of every state buffer, in `state_names` order."""
+    output_node = next(node for node in program.graph.nodes if node.op == "output")
+    updated: dict[str, SSAValue] = {}
+    for spec, arg in zip(program.graph_signature.output_specs, output_node.args[0], strict=True):
+        if spec.kind == OutputKind.BUFFER_MUTATION:
+            assert spec.target is not None and isinstance(arg, Node)
+            updated[spec.target] = builder.value(values[arg])
+        elif spec.kind != OutputKind.USER_OUTPUT:
+            raise FrontendError(f"unsupported program output '{spec.arg.name}' of kind {spec.kind.name}")
+    return [updated[name] for name in state_names]
 
 
 def _default_output_names(program: ExportedProgram, count: int) -> list[str]:

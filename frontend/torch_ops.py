@@ -17,6 +17,11 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
+from torch._ops import OpOverload
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, f64, i64
+from xdsl.ir import SSAValue
+
+from tasic.frontend.attention import ATTENTION_OP
 from tasic.frontend.graph_builder import (
     GraphBuilder,
     Operand,
@@ -26,8 +31,6 @@ from tasic.frontend.graph_builder import (
     tensor_type,
 )
 from tasic.ir import tfm
-from torch._ops import OpOverload
-from xdsl.ir import SSAValue
 
 aten = torch.ops.aten
 
@@ -668,20 +671,75 @@ def _var_mean(
 # ---------------------------------------------------------------- attention
 
 
-def _constant_mask_kind(mask: torch.Tensor, queries: int, keys: int) -> str:
-    """'none' (keeps everything), 'causal' (exactly torch's is_causal) or 'general'."""
+def _kept(mask: torch.Tensor) -> torch.Tensor | None:
+    """Which scores a constant mask keeps: a bool mask itself, a float mask where it is 0 (else -inf or min)."""
     if mask.dtype == torch.bool:
-        keep = mask
-    else:
-        keep = mask == 0
-        if not bool((keep | (mask <= torch.finfo(mask.dtype).min / 2)).all()):
-            return "general"
+        return mask
+    keep = mask == 0
+    return keep if bool((keep | (mask <= torch.finfo(mask.dtype).min / 2)).all()) else None
+
+
+def _causal_keep(queries: int, keys: int, window: int | None = None) -> torch.Tensor:
+    """torch's top-left causal pattern [queries, keys], limited to the last `window` keys when given."""
+    keep = torch.ones(queries, keys, dtype=torch.bool).tril()
+    return keep if window is None else keep.triu(1 - window)
+
+
+def _constant_mask_kind(mask: torch.Tensor, queries: int, keys: int) -> tuple[str, int | None]:
+    """('none', None): keeps everything; ('causal', window or None): torch's is_causal, optionally a sliding
+    window of `window` keys including the query's own (HF semantics); ('general', None) otherwise."""
+    keep = _kept(mask)
+    if keep is None:
+        return "general", None
     if bool(keep.all()):
-        return "none"
-    causal = torch.ones(queries, keys, dtype=torch.bool).tril()
-    if keep.dim() >= 2 and tuple(keep.shape[-2:]) == (queries, keys) and torch.equal(keep, causal.expand_as(keep)):
-        return "causal"
-    return "general"
+        return "none", None
+    if keep.dim() < 2 or tuple(keep.shape[-2:]) != (queries, keys):
+        return "general", None
+    window = int(keep.sum(-1).max())
+    for candidate in (None, window):
+        if torch.equal(keep, _causal_keep(queries, keys, candidate).expand_as(keep)):
+            return "causal", candidate
+    return "general", None
+
+
+def _emit_attention(
+    b: GraphBuilder,
+    query: Operand,
+    key: Operand,
+    value: Operand,
+    attn_mask: Operand | None,
+    is_causal: bool,
+    scale: float | None,
+    softcap: float | None = None,
+) -> SSAValue:
+    """tfm.attention on [B, H, S, D]; 3-D inputs get a head axis; constant causal (and sliding-window) masks
+    become `causal` (and `window`) properties."""
+    out = b.result_type()
+    q, k, v = b.value(query), b.value(key), b.value(value)
+    rank = len(tfm.shape_of(q))
+    if rank not in (3, 4):
+        b.unsupported(f"query of rank {rank}; expected 3 or 4")
+    if rank == 3:
+        q, k, v = (b.reshape(t, (tfm.shape_of(t)[0], 1, *tfm.shape_of(t)[1:])) for t in (q, k, v))
+    queries, keys = tfm.shape_of(q)[2], tfm.shape_of(k)[2]
+    causal, window, mask = bool(is_causal), None, None
+    if isinstance(attn_mask, torch.Tensor):
+        kind, window = _constant_mask_kind(attn_mask, queries, keys)
+        causal = causal or kind == "causal"
+        mask = b.weight(attn_mask) if kind == "general" else None
+    elif attn_mask is not None:
+        mask = attn_mask
+    if mask is not None and rank == 3 and len(tfm.shape_of(mask)) == 3:
+        mask = b.reshape(mask, (tfm.shape_of(mask)[0], 1, *tfm.shape_of(mask)[1:]))
+    head_dim = tfm.shape_of(q)[3]
+    scale = 1 / math.sqrt(head_dim) if scale is None else scale
+    result = (*tfm.shape_of(q)[:3], tfm.shape_of(v)[3])
+    op = tfm.AttentionOp(q, k, v, mask, causal, scale, tensor_type(result, out.element_type))
+    if softcap is not None:
+        op.properties["softcap"] = FloatAttr(float(softcap), f64)
+    if window is not None:
+        op.properties["window"] = IntegerAttr(window, i64)
+    return b.reshape(b.emit(op), tuple(out.get_shape()))
 
 
 @handles(aten.scaled_dot_product_attention.default)
@@ -697,28 +755,34 @@ def _attention(
     scale: float | None = None,
     enable_gqa: bool = False,
 ) -> SSAValue:
-    """tfm.attention on [B, H, S, D]; 3-D inputs get a head axis; constant causal masks become causal = true."""
+    """torch's SDPA as tfm.attention."""
     if dropout_p:
         b.unsupported("dropout_p must be 0 for inference")
-    out = b.result_type()
-    q, k, v = b.value(query), b.value(key), b.value(value)
-    rank = len(tfm.shape_of(q))
-    if rank not in (3, 4):
-        b.unsupported(f"query of rank {rank}; expected 3 or 4")
-    if rank == 3:
-        q, k, v = (b.reshape(t, (tfm.shape_of(t)[0], 1, *tfm.shape_of(t)[1:])) for t in (q, k, v))
-    queries, keys = tfm.shape_of(q)[2], tfm.shape_of(k)[2]
-    causal, mask = bool(is_causal), None
-    if isinstance(attn_mask, torch.Tensor):
-        kind = _constant_mask_kind(attn_mask, queries, keys)
-        causal = causal or kind == "causal"
-        mask = b.weight(attn_mask) if kind == "general" else None
-    elif attn_mask is not None:
-        mask = attn_mask
-    if mask is not None and rank == 3 and len(tfm.shape_of(mask)) == 3:
-        mask = b.reshape(mask, (tfm.shape_of(mask)[0], 1, *tfm.shape_of(mask)[1:]))
-    head_dim = tfm.shape_of(q)[3]
-    scale = 1 / math.sqrt(head_dim) if scale is None else scale
-    result = (*tfm.shape_of(q)[:3], tfm.shape_of(v)[3])
-    attention = b.emit(tfm.AttentionOp(q, k, v, mask, causal, scale, tensor_type(result, out.element_type)))
-    return b.reshape(attention, tuple(out.get_shape()))
+    return _emit_attention(b, query, key, value, attn_mask, is_causal, scale)
+
+
+@handles(ATTENTION_OP)
+def _capped_attention(
+    b: GraphBuilder,
+    query: Operand,
+    key: Operand,
+    value: Operand,
+    mask: Operand | None,
+    scale: float,
+    softcap: float | None,
+    is_causal: bool,
+) -> SSAValue:
+    """tasic::attention (frontend/attention.py, soft-capped scores) as tfm.attention {softcap}."""
+    return _emit_attention(b, query, key, value, mask, is_causal, scale, softcap)
+
+
+@handles(aten.index_copy.default)
+def _index_copy(b: GraphBuilder, x: Operand, dim: int, index: Operand, source: Operand) -> SSAValue:
+    """x with slices `index` along `dim` replaced by source's: tfm.index_copy (a KV-cache write)."""
+    dest = b.value(x)
+    dim = _dim(dim, len(tfm.shape_of(dest)))
+    positions = _runtime_operand(b, index, torch.int64)
+    if len(tfm.shape_of(positions)) != 1:
+        b.unsupported("the index must be 1-D")
+    update = _runtime_operand(b, source, dtype_of(dest))
+    return b.emit(tfm.IndexCopyOp(dest, positions, update, dim))

@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 import ml_dtypes
 import numpy as np
 import pytest
-from tasic.ir import tfm
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType, bf16, f16, f32, f64, i1, i8, i16, i32, i64
 from xdsl.ir import Attribute, Operation, SSAValue
+
+from tasic.ir import tfm
 
 TfmEvaluator = Callable[..., list[np.ndarray]]
 """evaluate_tfm(module, weights, inputs, function="main") -> results."""
@@ -78,17 +79,31 @@ def _wide(x: np.ndarray) -> np.ndarray:
 
 
 def _attention(op: tfm.AttentionOp, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    assert op.softcap is None and op.window is None, "the reference does not model softcap or window"
+    """scale, soft-cap, mask, causal / sliding window (top-left aligned), softmax, @ v."""
     group = q.shape[1] // k.shape[1]
     k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
     scores = q @ np.swapaxes(k, -1, -2) * op.scale.value.data
+    if op.softcap is not None:
+        cap = op.softcap.value.data
+        scores = np.tanh(scores / cap) * cap
     if mask is not None:
         scores = np.where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + mask
+    rows, cols = np.indices(scores.shape[-2:])
     if op.causal.value.data:
-        keep = np.tril(np.ones(scores.shape[-2:], dtype=bool))
-        scores = np.where(keep, scores, -np.inf)
+        scores = np.where(cols <= rows, scores, -np.inf)
+    if op.window is not None:
+        scores = np.where(cols > rows - op.window.value.data, scores, -np.inf)
     scores = np.exp(scores - scores.max(-1, keepdims=True))
     return scores / scores.sum(-1, keepdims=True) @ v
+
+
+def _index_copy(op: tfm.IndexCopyOp, dest: np.ndarray, index: np.ndarray, source: np.ndarray) -> np.ndarray:
+    result = dest.copy()
+    dim = op.dim.value.data
+    target = [slice(None)] * dest.ndim
+    target[dim] = index
+    result[tuple(target)] = source
+    return result
 
 
 def _evaluate_op(op: Operation, args: list[np.ndarray], weights: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -140,6 +155,8 @@ def _evaluate_op(op: Operation, args: list[np.ndarray], weights: Mapping[str, np
             return args[0]
         case tfm.ReduceOp():
             return _REDUCE[op.fn.data](args[0], axis=tuple(op.reduced_dims), keepdims=op.keepdim.value.data)
+        case tfm.IndexCopyOp():
+            return _index_copy(op, *args)
     raise NotImplementedError(f"no reference for {op.name}")
 
 

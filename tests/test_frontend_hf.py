@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+
 from tasic.frontend.errors import FrontendError
 from tasic.frontend.hf import example_inputs, import_model, load_model_dir, load_python_entry
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
 
 @pytest.fixture(scope="module")

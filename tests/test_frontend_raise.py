@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from xdsl.dialects import func
+from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
+from xdsl.parser import Parser
+
 from tasic.frontend.torch_import import import_module
 from tasic.ir import tfm
 from tasic.ir.dialects import tasic_context
 from tasic.passes.registry import PASSES
-from xdsl.dialects import func
-from xdsl.dialects.builtin import IntegerType, ModuleOp, TensorType
-from xdsl.parser import Parser
 
 Evaluate = Callable[..., list[np.ndarray]]
 

@@ -12,14 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional
+from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from xdsl.dialects import func
+
+from tasic.frontend.attention import attention as capped_attention
 from tasic.frontend.errors import UnsupportedOpError
 from tasic.frontend.torch_import import ImportedGraph, export_module, import_exported_program, import_module
 from tasic.ir import tfm
 from tasic.ir.dialects import tasic_context
 from tasic.passes.registry import PASSES
-from torch.nn import functional
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-from xdsl.dialects import func
 
 Evaluate = Callable[..., list[np.ndarray]]
 
@@ -261,3 +263,72 @@ def test_many_operators_match_torch(decomposed: bool, tfm_reference: Evaluate) -
         np.testing.assert_allclose(
             got.astype(np.float64), want.double().numpy(), rtol=1e-5, atol=1e-5, err_msg=str(index)
         )
+
+
+class _Cache(torch.nn.Module):
+    """A buffer written in place at run-time positions, like a KV cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("slots", torch.zeros(2, 6, 3))
+
+    def forward(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        self.slots.index_copy_(1, position, x)
+        return self.slots.sum(1)
+
+
+def test_mutated_buffer_becomes_state(tfm_reference: Evaluate) -> None:
+    """index_copy_ on a buffer: tfm.index_copy, the buffer an argument and a result named in tfm.state_names."""
+    graph = import_module(_Cache(), (torch.randn(2, 2, 3), torch.tensor([4, 1])))
+    main = _main(graph)
+    assert graph.state_names == ["slots"]
+    assert graph.input_names == ["x", "position", "slots"] and graph.output_names == ["output", "slots"]
+    assert [name.data for name in main.attributes["tfm.state_names"].data] == ["slots"]
+    assert _op_kinds(graph)["tfm.index_copy"] == 1
+    state = np.random.default_rng(0).standard_normal((2, 6, 3)).astype(np.float32)
+    x, position = np.ones((2, 2, 3), np.float32), np.array([4, 1])
+    total, updated = tfm_reference(graph.module, graph.weights, [x, position, state])
+    expected = state.copy()
+    expected[:, position] = x
+    np.testing.assert_allclose(updated, expected)
+    np.testing.assert_allclose(total, expected.sum(1), rtol=1e-6)
+
+
+class _MaskedAttention(torch.nn.Module):
+    """SDPA with a constant mask: a sliding window of 3 keys, bool or additive."""
+
+    def __init__(self, additive: bool) -> None:
+        super().__init__()
+        keep = torch.ones(5, 5, dtype=torch.bool).tril().triu(-2)
+        self.register_buffer("mask", torch.zeros(5, 5).masked_fill(~keep, float("-inf")) if additive else keep)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return functional.scaled_dot_product_attention(q, q, q, attn_mask=self.mask)
+
+
+@pytest.mark.parametrize("additive", [False, True], ids=["bool", "additive"])
+def test_sliding_window_mask_becomes_window(additive: bool, tfm_reference: Evaluate) -> None:
+    """A constant causal sliding-window mask: causal = true, window = 3 keys, no mask operand."""
+    q = torch.randn(1, 2, 5, 4)
+    model = _MaskedAttention(additive)
+    graph = import_module(model, (q,))
+    (attention,) = [op for op in _main(graph).body.block.ops if isinstance(op, tfm.AttentionOp)]
+    assert attention.causal.value.data and attention.mask is None and attention.window.value.data == 3
+    (actual,) = tfm_reference(graph.module, graph.weights, [q.numpy()])
+    np.testing.assert_allclose(actual, model(q).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_soft_capped_attention_operator(tfm_reference: Evaluate) -> None:
+    """tasic::attention (HF soft-capping) becomes tfm.attention {softcap}, GQA kept, numerics as torch."""
+    q, k = torch.randn(1, 4, 6, 8) * 4, torch.randn(1, 2, 6, 8) * 4
+
+    class Capped(torch.nn.Module):
+        def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            return capped_attention(q, k, k, None, 0.5, 2.0, True)
+
+    graph = import_module(Capped(), (q, k))
+    (attention,) = [op for op in _main(graph).body.block.ops if isinstance(op, tfm.AttentionOp)]
+    assert attention.softcap.value.data == 2.0 and attention.causal.value.data
+    assert tfm.shape_of(attention.key) == (1, 2, 6, 8)
+    (actual,) = tfm_reference(graph.module, graph.weights, [q.numpy(), k.numpy()])
+    np.testing.assert_allclose(actual, Capped()(q, k).numpy(), rtol=1e-5, atol=1e-5)
