@@ -162,7 +162,7 @@ def _sync_kernel(leaves: list[Leaf]) -> None:
                 if key not in forward or _index_in_block(forward[key][0]) < _index_in_block(p):
                     forward[key] = (p, x)
     carried = _carried_edges(leaves)
-    _place_forward(forward, leaves)
+    _place_forward(forward)
     for (loop, producer_engine, consumer_engine), (p, x) in carried.items():
         sem = semaphore(producer_engine, consumer_engine, CARRIED)
         _insert_after(p, tile.SignalOp(producer_engine, sem))
@@ -171,7 +171,7 @@ def _sync_kernel(leaves: list[Leaf]) -> None:
         _insert_after(loop, tile.WaitOp(consumer_engine, sem))
 
 
-def _place_forward(forward: dict[tuple[int, str, str], tuple[Operation, Operation]], leaves: list[Leaf]) -> None:
+def _place_forward(forward: dict[tuple[int, str, str], tuple[Operation, Operation]]) -> None:
     """Insert forward tokens, skipping waits an earlier wait of the same engine already covers."""
     by_block: dict[tuple[int, str, str], list[tuple[Operation, Operation]]] = {}
     for (_, producer_engine, consumer_engine), (p, x) in forward.items():

@@ -160,14 +160,12 @@ def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (1,) * max(0, 2 - len(shape)) + tuple(shape)
 
 
-def fit_rows(per_row_bytes: int, fixed_bytes: int, budget: int, max_rows: int, what: str, capacity: int) -> int:
-    """Largest row count <= max_rows whose tiles fit the SRAM budget."""
+def fit_rows(per_row_bytes: int, fixed_bytes: int, budget: int, max_rows: int, what: str) -> int:
+    """Largest row count <= max_rows whose tiles fit the SRAM budget (the target's SRAM)."""
     rows = min(max_rows, (budget - fixed_bytes) // max(per_row_bytes, 1))
     if rows < 1:
         need = fixed_bytes + per_row_bytes
-        raise DoesNotFitError(
-            f"{what} needs {need} bytes of SRAM for one row of tiles; the target has {capacity} bytes"
-        )
+        raise DoesNotFitError(f"{what} needs {need} bytes of SRAM for one row of tiles; the target has {budget} bytes")
     return rows
 
 
@@ -176,7 +174,7 @@ def fit_tile(max_rows: int, max_cols: int, bytes_per_element: int, budget: int, 
     cols = max_cols
     while cols > 1 and cols * bytes_per_element > budget:
         cols = -(-cols // 2)
-    rows = fit_rows(cols * bytes_per_element, 0, budget, max_rows, what, budget)
+    rows = fit_rows(cols * bytes_per_element, 0, budget, max_rows, what)
     return rows, cols
 
 

@@ -24,10 +24,6 @@ COL_TILE_MAX = 2048
 Emit = Callable[[KernelBuilder, list[SSAValue], SSAValue, int, int], SSAValue]
 
 
-def _capacity(ctx: TileContext) -> int:
-    return ctx.target.sram.bytes
-
-
 def elementwise(
     ctx: TileContext, loc: str, result: SSAValue, operands: list[tuple[View, Attribute]], emit: Emit
 ) -> None:
@@ -210,7 +206,7 @@ def rowwise(
     width = shape[-1]
     per_row = width * 4 * (1 + scratch_full) + 4
     fixed = width * 4 * len(params)
-    rows = fit_rows(per_row, fixed, ctx.sram_budget, min(shape[-2], ROW_TILE_MAX), f"{loc} rows", _capacity(ctx))
+    rows = fit_rows(per_row, fixed, ctx.sram_budget, min(shape[-2], ROW_TILE_MAX), f"{loc} rows")
     kb = ctx.kernel(loc)
     x = kb.sram((rows, width), f32)
     scratch = [kb.sram((rows, width), f32) for _ in range(scratch_full)]
@@ -308,9 +304,7 @@ def reduce(ctx: TileContext, op: tfm.ReduceOp) -> None:
     assert dst is not None
     dst = dst.broadcast_to(out_shape)
     fn = "sum" if op.fn.data == "mean" else op.fn.data
-    rows = fit_rows(
-        width * 4 + 4, 0, ctx.sram_budget, min(shape[-2], ROW_TILE_MAX), f"{loc_of(op)} rows", _capacity(ctx)
-    )
+    rows = fit_rows(width * 4 + 4, 0, ctx.sram_budget, min(shape[-2], ROW_TILE_MAX), f"{loc_of(op)} rows")
     kb = ctx.kernel(loc_of(op))
     x, stat = kb.sram((rows, width), f32), kb.sram((rows, 1), f32)
 
@@ -368,9 +362,7 @@ def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
     if mask is not None:
         per_row += sk * (1 if mask_is_bool else 4) + (sk * 4 if mask_is_bool else 0)
     fixed = d * sk * eb + sk * dv * eb
-    tq = fit_rows(
-        per_row, fixed, ctx.sram_budget, min(sq, ROW_TILE_MAX), f"{loc_of(op)} K/V of {sk} keys", _capacity(ctx)
-    )
+    tq = fit_rows(per_row, fixed, ctx.sram_budget, min(sq, ROW_TILE_MAX), f"{loc_of(op)} K/V of {sk} keys")
     kb = ctx.kernel(loc_of(op))
     kt, vt = kb.sram((d, sk), mxu), kb.sram((sk, dv), mxu)
     qt, scores = kb.sram((tq, d), mxu), kb.sram((tq, sk), f32)
