@@ -1,7 +1,8 @@
-"""The `tasic` command: compile, run, objdump, asm, targets.
+"""The `tasic` command: compile, run, generate, objdump, asm, targets.
 
     tasic compile path/to/hf_model -o model.tbin --target tiny --seq-len 16
     tasic run model.tbin --inputs in.npz --outputs out.npz --report
+    tasic generate model.gguf --prompt "Hello" --chat
     tasic objdump model.tbin
 
 User errors end in one line, `error: ...`, and exit code 1 (2 for bad usage).
@@ -13,10 +14,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tasic.errors import USER_ERRORS, UsageError
+
+if TYPE_CHECKING:
+    from tasic.backend.target import Target
 
 
 def _progress(message: str) -> None:
@@ -35,6 +40,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
         return
     if args.model is None:
         raise UsageError("compile needs a MODEL (a Hugging Face model directory or file.py:function)")
+    if args.batch < 1 or args.seq_len < 1 or (args.context is not None and args.context <= args.seq_len):
+        raise UsageError("--batch and --seq-len must be >= 1, and --context larger than --seq-len")
     if args.context:
         _compile_llm(args, target)
         return
@@ -57,7 +64,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
     )
 
 
-def _compile_llm(args: argparse.Namespace, target: object) -> None:
+def _compile_llm(args: argparse.Namespace, target: Target) -> None:
     """An LLM binary: prefill (prompts up to --seq-len) and decode entry points over a KV cache."""
     from tasic.backend.tbin import write_tbin
     from tasic.llm import compile_llm
