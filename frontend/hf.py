@@ -161,8 +161,17 @@ def load_python_entry(
     return model.eval(), inputs
 
 
-def import_model(model_spec: str, batch: int, seq_len: int) -> ImportedGraph:
-    """Load a save_pretrained directory, a .gguf file or a "file.py:function" entry and import it to tfm."""
+def import_model(
+    model_spec: str, batch: int, seq_len: int, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> ImportedGraph:
+    """Load a save_pretrained directory, a .gguf or .onnx file or a "file.py:function" entry and import it to tfm.
+
+    `input_shapes` binds an ONNX graph's dynamic input dimensions.
+    """
+    if model_spec.endswith(".onnx"):
+        from tasic.frontend.onnx_import import import_onnx
+
+        return import_onnx(model_spec, input_shapes)
     file_name, separator, _ = model_spec.rpartition(":")
     if separator and file_name.endswith(".py"):
         model, inputs = load_python_entry(model_spec, batch, seq_len)

@@ -49,7 +49,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     _progress(f"[1/3] importing {args.model} (batch {args.batch}, sequence {args.seq_len})")
-    graph = import_model(args.model, batch=args.batch, seq_len=args.seq_len)
+    graph = import_model(args.model, batch=args.batch, seq_len=args.seq_len, input_shapes=_input_shapes(args))
     _progress(f"      {time.perf_counter() - start:.2f}s, {sum(1 for _ in graph.module.walk())} ops")
     _progress(f"[2/3] compiling for {target.name} in {args.dtype}")
     metadata = {"model": str(args.model), "inputs": graph.input_names, "outputs": graph.output_names}
@@ -62,6 +62,20 @@ def cmd_compile(args: argparse.Namespace) -> None:
         f"HBM {binary.metadata['hbm_bytes']} bytes, SRAM {binary.metadata['sram_bytes']} bytes, "
         f"{time.perf_counter() - start:.1f}s"
     )
+
+
+def _input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    """--input-shape name=1x128 options as a dict."""
+    shapes = {}
+    for spec in args.input_shape or []:
+        name, _, dims = spec.rpartition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split("x"))
+        except ValueError:
+            raise UsageError(f"bad --input-shape '{spec}': expected NAME=DxDxD, e.g. input_ids=1x128") from None
+        if not name or any(d < 1 for d in shapes[name]):
+            raise UsageError(f"bad --input-shape '{spec}': expected NAME=DxDxD with positive sizes")
+    return shapes
 
 
 def _compile_llm(args: argparse.Namespace, target: Target) -> None:
@@ -212,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="compile a causal LM with a KV cache of this many positions: "
         "entry points prefill (prompts up to --seq-len) and decode",
+    )
+    comp.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME=DxD",
+        help="shape of an ONNX input with dynamic dimensions, e.g. input_ids=1x128 (repeatable)",
     )
     comp.add_argument("--pipeline", help="pass pipeline to run instead of the default (see --print-pipeline)")
     comp.add_argument("--print-pipeline", action="store_true", help="print the default pass pipeline and exit")

@@ -154,3 +154,28 @@ def test_generate_without_tokenizer(tmp_path: Path) -> None:
     )
     LlamaForCausalLM(config).save_pretrained(tmp_path)
     assert "tokenizer" in fails_cleanly("generate", str(tmp_path), "--prompt", "hello")
+
+
+def test_onnx_dynamic_dimension_needs_input_shape(tmp_path: Path) -> None:
+    """A dynamic ONNX dim: a clear error without --input-shape, a working binary with it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    graph = helper.make_graph([helper.make_node("Tanh", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "tanh.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    line = fails_cleanly("compile", str(path), "-o", str(tmp_path / "t.tbin"))
+    assert "input-shape" in line and "'x'" in line
+    out = tmp_path / "t.tbin"
+    result = subprocess.run(
+        [TASIC, "compile", str(path), "-o", str(out), "--input-shape", "x=3x8"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    inputs, outputs = tmp_path / "in.npz", tmp_path / "out.npz"
+    value = np.linspace(-2, 2, 24, dtype=np.float32).reshape(3, 8)
+    np.savez(inputs, x=value)
+    subprocess.run([TASIC, "run", str(out), "--inputs", str(inputs), "--outputs", str(outputs)], check=True)
+    with np.load(outputs) as data:
+        np.testing.assert_allclose(data["y"], np.tanh(value), atol=1e-6)

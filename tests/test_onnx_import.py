@@ -1,0 +1,355 @@
+"""The ONNX importer: small graphs and torch-exported models, compiled for `tiny` (f32), simulated, vs onnxruntime."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from tasic.backend.target import load_target
+from tasic.compiler import compile_module
+from tasic.frontend.errors import FrontendError, UnsupportedOpError
+from tasic.frontend.hf import import_model
+from tasic.frontend.onnx_import import import_onnx
+from tasic.ir import tfm
+from tasic.isa_sim import simulate
+
+RNG = np.random.default_rng(0)
+F = TensorProto.FLOAT
+
+
+def _array(*dims: int) -> np.ndarray:
+    return RNG.standard_normal(dims).astype(np.float32)
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[str],
+    initializers: dict[str, np.ndarray] | None = None,
+    opset: int = 18,
+) -> onnx.ModelProto:
+    """A model from nodes (outputs untyped: shape inference fills them in)."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        [helper.make_empty_tensor_value_info(name) for name in outputs],
+        [numpy_helper.from_array(value, name) for name, value in (initializers or {}).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    del model.graph.output[:]
+    model.graph.output.extend(inferred.graph.output)
+    return model
+
+
+def _input(name: str, dims: list[int | str], element: int = F) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, element, dims)
+
+
+def _simulate(model: onnx.ModelProto, feeds: dict[str, np.ndarray], **shapes: tuple[int, ...]) -> list[np.ndarray]:
+    graph = import_onnx(model, shapes or None)
+    target = load_target("tiny")
+    binary = compile_module(graph.module, graph.weights, target, "f32")
+    outputs = simulate(binary, target, {name: feeds[name] for name in graph.input_names}).outputs
+    return [outputs[name] for name in graph.output_names]
+
+
+def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], **shapes: tuple[int, ...]) -> None:
+    """Simulated outputs equal onnxruntime's to 1e-4."""
+    expected = onnxruntime.InferenceSession(model.SerializeToString()).run(None, feeds)
+    actual = _simulate(model, feeds, **shapes)
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), atol=1e-4, rtol=1e-4)
+
+
+def _node(op: str, inputs: list[str], outputs: list[str], **attrs: object) -> onnx.NodeProto:
+    return helper.make_node(op, inputs, outputs, name=f"{op.lower()}_{outputs[0]}", **attrs)
+
+
+# ------------------------------------------------------------------ numerics
+
+
+def test_mlp_matmul_add_relu_softmax() -> None:
+    nodes = [
+        _node("MatMul", ["x", "w"], ["h"]),
+        _node("Add", ["h", "b"], ["h1"]),
+        _node("Relu", ["h1"], ["h2"]),
+        _node("Softmax", ["h2"], ["y"], axis=-1),
+    ]
+    model = _model(nodes, [_input("x", ["batch", 16])], ["y"], {"w": _array(16, 8), "b": _array(8)})
+    _check(model, {"x": _array(4, 16)}, x=(4, 16))
+
+
+def test_gemm_attributes() -> None:
+    nodes = [_node("Gemm", ["x", "w", "c"], ["y"], transA=1, transB=1, alpha=0.5, beta=2.0)]
+    model = _model(nodes, [_input("x", [16, 4])], ["y"], {"w": _array(8, 16), "c": _array(8)})
+    _check(model, {"x": _array(16, 4)})
+
+
+def test_broadcasting_binary_ops_and_constants_on_the_left() -> None:
+    nodes = [
+        _node("Sub", ["one", "x"], ["a"]),
+        _node("Div", ["a", "row"], ["b"]),
+        _node("Max", ["b", "y", "col"], ["c"]),
+        _node("Min", ["c", "three"], ["d"]),
+        _node("Abs", ["d"], ["e"]),
+        _node("Pow", ["e", "two"], ["f"]),
+        _node("Mul", ["f", "y"], ["g"]),
+        _node("Sqrt", ["e"], ["h"]),
+        _node("Add", ["g", "h"], ["out"]),
+    ]
+    constants = {
+        "one": np.array(1.0, np.float32),
+        "row": np.array([1.5, 2.0, -3.0, 4.0], np.float32),
+        "col": _array(3, 1),
+        "three": np.array([3.0], np.float32),
+        "two": np.array(2.0, np.float32),
+    }
+    model = _model(nodes, [_input("x", [2, 3, 4]), _input("y", [3, 4])], ["out"], constants)
+    _check(model, {"x": _array(2, 3, 4), "y": _array(3, 4)})
+
+
+def test_unary_functions() -> None:
+    ops = ["Neg", "Exp", "Tanh", "Erf", "Sigmoid", "Reciprocal", "Log", "Relu", "Abs", "Sqrt"]
+    nodes = [_node("Abs", ["x"], ["pos"])]
+    nodes += [_node(op, ["pos"], [f"y{i}"]) for i, op in enumerate(ops)]
+    model = _model(nodes, [_input("x", [3, 8])], [f"y{i}" for i in range(len(ops))])
+    x = _array(3, 8)
+    x[x == 0] = 0.5
+    _check(model, {"x": x})
+
+
+def test_layer_norm_gelu_rms_norm_opset_23() -> None:
+    nodes = [
+        _node("LayerNormalization", ["x", "g", "b"], ["ln"], epsilon=1e-5),
+        _node("Gelu", ["ln"], ["ge"]),
+        _node("Gelu", ["ln"], ["gt"], approximate="tanh"),
+        _node("RMSNormalization", ["x", "g"], ["rms"], epsilon=1e-6),
+        _node("Add", ["ge", "gt"], ["s"]),
+        _node("Add", ["s", "rms"], ["y"]),
+    ]
+    model = _model(nodes, [_input("x", [2, 5, 16])], ["y"], {"g": _array(16), "b": _array(16)}, opset=23)
+    # onnxruntime 1.31 has no RMSNormalization kernel at opset 23 on every build: compare with the reference evaluator
+    graph_out = _simulate(model, {"x": (x := _array(2, 5, 16))})[0]
+    expected = onnx.reference.ReferenceEvaluator(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(graph_out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_layer_norm_mean_and_inv_std_outputs() -> None:
+    nodes = [_node("LayerNormalization", ["x", "g"], ["y", "mean", "inv_std"], axis=1)]
+    model = _model(nodes, [_input("x", [2, 3, 4])], ["y", "mean", "inv_std"], {"g": _array(3, 4)}, opset=17)
+    _check(model, {"x": _array(2, 3, 4)})
+
+
+def test_embedding_gather_and_shape_subgraph() -> None:
+    """Gather of a constant table by run-time ids; a Reshape whose shape comes from Shape/Gather/Concat."""
+    nodes = [
+        _node("Gather", ["table", "ids"], ["emb"]),
+        _node("Shape", ["emb"], ["shape"]),
+        _node("Gather", ["shape", "zero"], ["batch"], axis=0),
+        _node("Unsqueeze", ["batch", "axes0"], ["batch1"]),
+        _node("Concat", ["batch1", "minus_one"], ["new_shape"], axis=0),
+        _node("Reshape", ["emb", "new_shape"], ["flat"]),
+        _node("Transpose", ["emb"], ["t"], perm=[0, 2, 1]),
+        _node("Slice", ["t", "starts", "ends", "axes", "steps"], ["s"]),
+        _node("ReduceMean", ["s", "axes_r"], ["m"], keepdims=0),
+        _node("ReduceSum", ["emb", "axes_r"], ["r"], keepdims=1),
+        _node("ReduceMax", ["emb"], ["mx"], keepdims=0),
+    ]
+    constants = {
+        "table": _array(50, 8),
+        "zero": np.array(0, np.int64),
+        "axes0": np.array([0], np.int64),
+        "minus_one": np.array([-1], np.int64),
+        "starts": np.array([1, -6], np.int64),
+        "ends": np.array([7, 100], np.int64),
+        "axes": np.array([1, 2], np.int64),
+        "steps": np.array([2, 1], np.int64),
+        "axes_r": np.array([-1], np.int64),
+    }
+    model = _model(nodes, [_input("ids", [2, 6], TensorProto.INT64)], ["flat", "s", "m", "r", "mx"], constants)
+    _check(model, {"ids": RNG.integers(0, 50, (2, 6))})
+    graph = import_onnx(model)
+    assert any(isinstance(op, tfm.EmbeddingOp) for op in graph.module.walk())
+
+
+def test_where_compare_trilu_expand_squeeze_cast() -> None:
+    nodes = [
+        _node("Less", ["x", "zero"], ["neg"]),
+        _node("Where", ["neg", "zero", "x"], ["relu"]),
+        _node("Trilu", ["relu"], ["low"], upper=0),
+        _node("Unsqueeze", ["low", "axes0"], ["u"]),
+        _node("Expand", ["u", "shape"], ["e"]),
+        _node("Squeeze", ["e", "axes1"], ["sq"]),
+        _node("Greater", ["x", "y"], ["gt"]),
+        _node("Not", ["gt"], ["le"]),
+        _node("Cast", ["le"], ["le_f"], to=F),
+        _node("Mul", ["sq", "le_f"], ["out"]),
+        _node("Equal", ["x", "x"], ["eq"]),
+        _node("Cast", ["eq"], ["eq_f"], to=F),
+        _node("Identity", ["eq_f"], ["same"]),
+    ]
+    constants = {
+        "zero": np.array(0.0, np.float32),
+        "axes0": np.array([0], np.int64),
+        "axes1": np.array([1], np.int64),
+        "shape": np.array([3, 1, 1, 1], np.int64),
+    }
+    model = _model(nodes, [_input("x", [4, 4]), _input("y", [4, 4])], ["out", "same"], constants)
+    _check(model, {"x": _array(4, 4), "y": _array(4, 4)})
+
+
+def test_constant_folding_range_constant_of_shape() -> None:
+    """Range, ConstantOfShape, Constant and Cast on constants fold; the result is an added weight."""
+    nodes = [
+        helper.make_node("Constant", [], ["n"], value=numpy_helper.from_array(np.array(6, np.int64))),
+        helper.make_node("Constant", [], ["start"], value_int=0),
+        helper.make_node("Constant", [], ["step"], value_int=1),
+        _node("Range", ["start", "n", "step"], ["pos"]),
+        _node("Cast", ["pos"], ["pos_f"], to=F),
+        _node("ConstantOfShape", ["shape"], ["ones"], value=numpy_helper.from_array(np.array([2.0], np.float32))),
+        _node("Mul", ["pos_f", "ones"], ["bias"]),
+        _node("Add", ["x", "bias"], ["y"]),
+    ]
+    model = _model(nodes, [_input("x", [2, 6])], ["y"], {"shape": np.array([6], np.int64)})
+    _check(model, {"x": _array(2, 6)})
+    graph = import_onnx(model)
+    assert not any(isinstance(op, tfm.CastOp) for op in graph.module.walk())
+
+
+def test_external_data_loads(tmp_path: Path) -> None:
+    w = _array(64, 64)
+    model = _model([_node("MatMul", ["x", "w"], ["y"])], [_input("x", [2, 64])], ["y"], {"w": w})
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="model.data", size_threshold=0)
+    assert (tmp_path / "model.data").is_file()
+    graph = import_onnx(path)
+    np.testing.assert_array_equal(graph.weights["w.T"], w.T)
+
+
+def test_import_model_dispatches_on_the_onnx_suffix(tmp_path: Path) -> None:
+    model = _model([_node("Relu", ["x"], ["y"])], [_input("x", [1, 16])], ["y"])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    graph = import_model(str(path), batch=1, seq_len=16)
+    assert graph.input_names == ["x"] and graph.output_names == ["y"]
+
+
+# ------------------------------------------------------------ torch exports
+
+
+def _torch_export(
+    module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: list[str], outs: list[str]
+) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buffer, dynamo=False, input_names=names, output_names=outs, opset_version=18)
+    model = onnx.load_from_string(buffer.getvalue())
+    model.ir_version = min(model.ir_version, 10)
+    return model
+
+
+def test_torch_exported_mlp() -> None:
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.LayerNorm(32), torch.nn.Linear(32, 8))
+    model = _torch_export(mlp.eval(), (torch.randn(2, 16),), ["x"], ["y"])
+    x = _array(2, 16)
+    _check(model, {"x": x})
+    with torch.no_grad():
+        np.testing.assert_allclose(_simulate(model, {"x": x})[0], mlp(torch.from_numpy(x)).numpy(), atol=1e-4)
+
+
+class _Bert(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            vocab_size=100,
+            max_position_embeddings=64,
+        )
+        self.bert = BertModel(config).eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+        return output.last_hidden_state, output.pooler_output
+
+
+def test_torch_exported_tiny_bert() -> None:
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (1, 8))
+    mask = torch.tensor([[1] * 6 + [0] * 2])
+    model = _torch_export(_Bert(), (ids, mask), ["input_ids", "attention_mask"], ["last_hidden_state", "pooler_output"])
+    _check(model, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+
+
+# -------------------------------------------------------------------- errors
+
+
+def test_not_onnx(tmp_path: Path) -> None:
+    path = tmp_path / "junk.onnx"
+    path.write_bytes(b"\xff\x00 this is not a protobuf \x12\x99")
+    with pytest.raises(FrontendError, match=r"is not an ONNX model") as info:
+        import_onnx(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_path() -> None:
+    with pytest.raises(FrontendError, match=r"model path 'nope.onnx' does not exist"):
+        import_onnx("nope.onnx")
+
+
+def test_unsupported_operator() -> None:
+    model = _model([_node("Hardmax", ["x"], ["y"])], [_input("x", [2, 4])], ["y"])
+    with pytest.raises(UnsupportedOpError) as info:
+        import_onnx(model)
+    assert str(info.value) == (
+        "unsupported ONNX operator Hardmax (node 'hardmax_y', opset 18): supported operators are listed in docs/onnx.md"
+    )
+
+
+def test_dynamic_dimension_without_shape() -> None:
+    model = _model([_node("Relu", ["x"], ["y"])], [_input("input_ids", ["batch", 8])], ["y"])
+    model.graph.node[0].input[0] = "input_ids"
+    with pytest.raises(FrontendError) as info:
+        import_onnx(model)
+    message = str(info.value)
+    assert "'input_ids'" in message and "dimension 0 ('batch')" in message
+    assert "--input-shape input_ids=" in message and "\n" not in message
+
+
+def test_missing_external_data(tmp_path: Path) -> None:
+    model = _model([_node("MatMul", ["x", "w"], ["y"])], [_input("x", [2, 64])], ["y"], {"w": _array(64, 64)})
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(FrontendError, match=r"external data file 'weights.bin' of tensor 'w' not found") as info:
+        import_onnx(path)
+    assert "\n" not in str(info.value)
+
+
+def test_attention_opset_23_three_d_gqa_causal() -> None:
+    """Attention on [B, S, H*D] inputs with grouped kv heads and a causal mask: one tfm.attention."""
+    nodes = [_node("Attention", ["q", "k", "v"], ["y"], q_num_heads=4, kv_num_heads=2, is_causal=1)]
+    inputs = [_input("q", [1, 6, 32]), _input("k", [1, 6, 16]), _input("v", [1, 6, 16])]
+    model = _model(nodes, inputs, ["y"], opset=23)
+    feeds = {"q": _array(1, 6, 32), "k": _array(1, 6, 16), "v": _array(1, 6, 16)}
+    expected = onnx.reference.ReferenceEvaluator(model).run(None, feeds)[0]
+    np.testing.assert_allclose(_simulate(model, feeds)[0], expected, atol=1e-4, rtol=1e-4)
+    assert sum(isinstance(op, tfm.AttentionOp) for op in import_onnx(model).module.walk()) == 1
