@@ -16,10 +16,11 @@ import ml_dtypes
 import numpy as np
 import torch
 from torch.fx import Node
-from xdsl.dialects.builtin import StringAttr, TensorType, bf16, f16, f32, f64, i1, i8, i16, i32, i64
-from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.dialects.builtin import TensorType, bf16, f16, f32, f64, i1, i8, i16, i32, i64
+from xdsl.ir import Attribute, Block, SSAValue
 
 from tasic.frontend.errors import FrontendError, UnsupportedOpError
+from tasic.frontend.tfm_emitter import TfmEmitter
 from tasic.ir import tfm
 from tasic.ir.weights import WeightStore
 
@@ -101,7 +102,7 @@ def op_short_name(node: Node) -> str:
     return getattr(target, "__name__", str(target))
 
 
-class GraphBuilder:
+class GraphBuilder(TfmEmitter):
     """Appends tfm ops to a block on behalf of the FX node being imported."""
 
     def __init__(self, block: Block, weights: WeightStore) -> None:
@@ -148,12 +149,6 @@ class GraphBuilder:
 
     # ---------------------------------------------------------------- emission
 
-    def emit(self, op: Operation) -> SSAValue:
-        """Append `op` with the current location; return its result."""
-        op.attributes["loc"] = StringAttr(self.location())
-        self.block.add_op(op)
-        return op.results[0]
-
     def weight(self, tensor: torch.Tensor, suffix: str | None = None) -> SSAValue:
         """The `tfm.weight` holding `tensor`; one op per distinct tensor view.
 
@@ -182,60 +177,6 @@ class GraphBuilder:
         if not isinstance(x, torch.Tensor):
             x = torch.tensor(x, dtype=dtype or self.current.meta["val"].dtype)
         return self.weight(x)
-
-    # --------------------------------------------------------- shape-only ops
-
-    def reshape(self, x: SSAValue, shape: Sequence[int]) -> SSAValue:
-        """x viewed with `shape`; no op when the shape is unchanged."""
-        if tfm.shape_of(x) == tuple(shape):
-            return x
-        return self.emit(tfm.ReshapeOp(x, tensor_type(shape, tfm.element_type(x))))
-
-    def transpose(self, x: SSAValue, perm: Sequence[int]) -> SSAValue:
-        """x with dimensions permuted; no op for the identity permutation."""
-        if list(perm) == list(range(len(perm))):
-            return x
-        shape = tfm.shape_of(x)
-        return self.emit(tfm.TransposeOp(x, perm, tensor_type([shape[p] for p in perm], tfm.element_type(x))))
-
-    def expand(self, x: SSAValue, shape: Sequence[int]) -> SSAValue:
-        """x broadcast to `shape`; no op when already that shape."""
-        if tfm.shape_of(x) == tuple(shape):
-            return x
-        return self.emit(tfm.ExpandOp(x, tensor_type(shape, tfm.element_type(x))))
-
-    def slice(self, x: SSAValue, dim: int, start: int, end: int, step: int = 1) -> SSAValue:
-        """Elements start, start+step, ... < end along `dim` (already clamped); no op when whole."""
-        shape = list(tfm.shape_of(x))
-        if (start, end, step) == (0, shape[dim], 1):
-            return x
-        shape[dim] = len(range(start, end, step))
-        return self.emit(tfm.SliceOp(x, dim, start, end, step, tensor_type(shape, tfm.element_type(x))))
-
-    def cast(self, x: SSAValue, element: Attribute) -> SSAValue:
-        """x converted to `element`; no op when it already has that type."""
-        if tfm.element_type(x) == element:
-            return x
-        return self.emit(tfm.CastOp(x, tensor_type(tfm.shape_of(x), element)))
-
-    # ------------------------------------------------------- elementwise ops
-
-    def unary(self, fn: str, x: SSAValue) -> SSAValue:
-        """tfm.unary `fn` of x."""
-        return self.emit(tfm.UnaryOp(fn, x))
-
-    def scalar(self, fn: str, x: SSAValue, value: float, result_element: Attribute | None = None) -> SSAValue:
-        """tfm.scalar `fn` of x and a compile-time number."""
-        result = tensor_type(tfm.shape_of(x), result_element or tfm.element_type(x))
-        return self.emit(tfm.ScalarOp(fn, x, value, result))
-
-    def binary(self, fn: str, lhs: SSAValue, rhs: SSAValue, result_element: Attribute | None = None) -> SSAValue:
-        """tfm.binary `fn` of two tensors with broadcasting."""
-        shape = tfm.broadcast_shapes(tfm.shape_of(lhs), tfm.shape_of(rhs))
-        if shape is None:
-            self.unsupported(f"shapes {tfm.shape_of(lhs)} and {tfm.shape_of(rhs)} do not broadcast")
-        result = tensor_type(shape, result_element or tfm.element_type(lhs))
-        return self.emit(tfm.BinaryOp(fn, lhs, rhs, result))
 
 
 def _same_array(stored: np.ndarray | None, array: np.ndarray) -> bool:

@@ -18,10 +18,11 @@ import numpy as np
 import onnx
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
-from xdsl.dialects.builtin import FloatAttr, StringAttr, TensorType, bf16, f16, f32, f64, i1, i8, i16, i32, i64
-from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.dialects.builtin import FloatAttr, bf16, f16, f32, f64, i1, i8, i16, i32, i64
+from xdsl.ir import Attribute, Block, SSAValue
 
 from tasic.frontend.errors import FrontendError, UnsupportedOpError
+from tasic.frontend.tfm_emitter import TfmEmitter, tensor_type
 from tasic.ir import tfm
 from tasic.ir.weights import WeightStore
 
@@ -65,12 +66,7 @@ def shape(x: Operand) -> tuple[int, ...]:
     return tuple(x.shape) if isinstance(x, np.ndarray) else tfm.shape_of(x)
 
 
-def tensor_type(dims: Sequence[int], element: Attribute) -> TensorType:
-    """A ranked tensor type."""
-    return TensorType(element, [int(n) for n in dims])
-
-
-class OnnxBuilder:
+class OnnxBuilder(TfmEmitter):
     """Appends tfm ops to a block on behalf of the ONNX node being imported."""
 
     def __init__(self, block: Block, weights: WeightStore, opset: int) -> None:
@@ -105,12 +101,6 @@ class OnnxBuilder:
 
     # ---------------------------------------------------------------- emission
 
-    def emit(self, op: Operation) -> SSAValue:
-        """Append `op` with the current location; return its result."""
-        op.attributes["loc"] = StringAttr(self.location())
-        self.block.add_op(op)
-        return op.results[0]
-
     def weight(self, array: np.ndarray, name: str | None = None) -> SSAValue:
         """The `tfm.weight` holding `array`; one op per array object."""
         if id(array) in self._weight_values:
@@ -125,60 +115,6 @@ class OnnxBuilder:
     def value(self, x: Operand) -> SSAValue:
         """`x` as an SSA value: constants become weights."""
         return x if isinstance(x, SSAValue) else self.weight(x)
-
-    # --------------------------------------------------------- shape-only ops
-
-    def reshape(self, x: SSAValue, dims: Sequence[int]) -> SSAValue:
-        """x viewed with `dims`; no op when unchanged."""
-        if tfm.shape_of(x) == tuple(dims):
-            return x
-        return self.emit(tfm.ReshapeOp(x, tensor_type(dims, tfm.element_type(x))))
-
-    def transpose(self, x: SSAValue, perm: Sequence[int]) -> SSAValue:
-        """x with dimensions permuted; no op for the identity."""
-        if list(perm) == list(range(len(perm))):
-            return x
-        dims = tfm.shape_of(x)
-        return self.emit(tfm.TransposeOp(x, perm, tensor_type([dims[p] for p in perm], tfm.element_type(x))))
-
-    def expand(self, x: SSAValue, dims: Sequence[int]) -> SSAValue:
-        """x broadcast to `dims`; no op when already that shape."""
-        if tfm.shape_of(x) == tuple(dims):
-            return x
-        return self.emit(tfm.ExpandOp(x, tensor_type(dims, tfm.element_type(x))))
-
-    def slice(self, x: SSAValue, dim: int, start: int, end: int, step: int = 1) -> SSAValue:
-        """Elements start, start+step, ... < end along `dim` (clamped, step >= 1)."""
-        dims = list(tfm.shape_of(x))
-        if (start, end, step) == (0, dims[dim], 1):
-            return x
-        dims[dim] = len(range(start, end, step))
-        end = max(start, end)
-        return self.emit(tfm.SliceOp(x, dim, start, end, step, tensor_type(dims, tfm.element_type(x))))
-
-    def cast(self, x: SSAValue, element: Attribute) -> SSAValue:
-        """x converted to `element`; no op when it already has that type."""
-        if tfm.element_type(x) == element:
-            return x
-        return self.emit(tfm.CastOp(x, tensor_type(tfm.shape_of(x), element)))
-
-    # ------------------------------------------------------- elementwise ops
-
-    def unary(self, fn: str, x: SSAValue) -> SSAValue:
-        """tfm.unary `fn` of x."""
-        return self.emit(tfm.UnaryOp(fn, x))
-
-    def scalar(self, fn: str, x: SSAValue, number: float, result_element: Attribute | None = None) -> SSAValue:
-        """tfm.scalar `fn` of x and a compile-time number."""
-        result = tensor_type(tfm.shape_of(x), result_element or tfm.element_type(x))
-        return self.emit(tfm.ScalarOp(fn, x, number, result))
-
-    def binary(self, fn: str, lhs: SSAValue, rhs: SSAValue, result_element: Attribute | None = None) -> SSAValue:
-        """tfm.binary `fn` of two tensors with broadcasting."""
-        dims = tfm.broadcast_shapes(tfm.shape_of(lhs), tfm.shape_of(rhs))
-        if dims is None:
-            self.unsupported(f"shapes {tfm.shape_of(lhs)} and {tfm.shape_of(rhs)} do not broadcast")
-        return self.emit(tfm.BinaryOp(fn, lhs, rhs, tensor_type(dims, result_element or tfm.element_type(lhs))))
 
 
 # ------------------------------------------------------------------ folding
