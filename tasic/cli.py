@@ -129,7 +129,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     tokens = generate(
         session, [prompt], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-        eos=tokenizer.eos_token_id, on_token=stream,
+        eos=None if args.ignore_eos else tokenizer.eos_token_id, on_token=stream,
     )  # fmt: skip
     print()
     print(f"[{len(tokens[0])} new tokens: {tokens[0]}]", file=sys.stderr)
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
     gen.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    gen.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
     gen.add_argument("--target", help="target (default tiny, or the binary's)")
     gen.add_argument("--dtype", default="f32", help="f32 or bf16 when compiling (default f32)")
     gen.add_argument("--context", type=int, default=256, help="KV-cache positions when compiling (default 256)")
