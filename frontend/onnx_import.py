@@ -229,7 +229,7 @@ def _import_node(builder: OnnxBuilder, node: onnx.NodeProto, values: dict[str, O
     inputs = [values[name] for name in node.input]
     runtime = any(isinstance(x, SSAValue) for x in inputs)
     if not runtime:
-        outputs: list[Operand] = list(fold_node(node, inputs, builder.opset))
+        outputs: list[Operand | None] = list(fold_node(node, inputs, builder.opset))
     else:
         handler = ONNX_HANDLERS.get(node.op_type)
         if handler is None:

@@ -29,8 +29,8 @@ from tasic.ir.weights import WeightStore
 Operand = SSAValue | np.ndarray
 """A run-time tensor (SSA value) or a compile-time constant (numpy array)."""
 
-Handler = Callable[..., Operand | list[Operand]]
-"""handler(builder, inputs, attrs) -> output(s)."""
+Handler = Callable[..., Operand | Sequence[Operand | None]]
+"""handler(builder, inputs, attrs) -> output(s) (None for an output nobody reads)."""
 
 _ELEMENTS: dict[np.dtype, Attribute] = {
     np.dtype(np.float32): f32,
@@ -414,11 +414,68 @@ def _gather(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]) 
     assert isinstance(data, SSAValue)
     size = shape(data)[axis]
     flat = [int(i) + size if int(i) < 0 else int(i) for i in indices.reshape(-1)]
-    pieces = [builder.slice(data, axis, i, i + 1) for i in flat]
-    joined = pieces[0] if len(pieces) == 1 else _concat_values(builder, pieces, axis)
+    if any(not 0 <= i < size for i in flat):
+        builder.unsupported(f"an index out of range [0, {size})")
+    joined = _take(builder, data, axis, flat)
     dims = list(shape(data))
     dims[axis : axis + 1] = list(indices.shape)
     return builder.reshape(joined, dims)
+
+
+def _take(builder: OnnxBuilder, data: SSAValue, axis: int, indices: Sequence[int]) -> SSAValue:
+    """Entries `indices` of `data` along `axis`: one tfm.slice per run of consecutive indices, concatenated."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([index, index + 1])
+    pieces = [builder.slice(data, axis, start, end) for start, end in runs]
+    return pieces[0] if len(pieces) == 1 else _concat_values(builder, pieces, axis)
+
+
+def _gather_nd(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]) -> Operand:
+    """GatherND with constant indices: the indexed dimensions flattened, rows taken as slices, reshaped."""
+    data, indices = inputs
+    if not isinstance(indices, np.ndarray):
+        builder.unsupported("indices must be a compile-time constant")
+    x = builder.value(data)
+    dims = tfm.shape_of(x)
+    batch_dims = int(attrs.get("batch_dims", 0))
+    depth = indices.shape[-1]
+    if tuple(indices.shape[:batch_dims]) != dims[:batch_dims]:
+        builder.unsupported(f"indices of shape {indices.shape} for the batch dimensions {dims[:batch_dims]}")
+    batch, indexed, rest = dims[:batch_dims], dims[batch_dims : batch_dims + depth], dims[batch_dims + depth :]
+    tuples = indices.astype(np.int64).reshape(math.prod(batch), -1, depth)
+    tuples = np.where(tuples < 0, tuples + np.array(indexed, dtype=np.int64), tuples)
+    if ((tuples < 0) | (tuples >= np.array(indexed, dtype=np.int64))).any():
+        builder.unsupported(f"an index out of range of dimensions {tuple(indexed)}")
+    local = np.ravel_multi_index(tuple(np.moveaxis(tuples, -1, 0)), indexed)
+    rows = np.arange(math.prod(batch))[:, None] * math.prod(indexed) + local
+    table = builder.reshape(x, (math.prod(batch) * math.prod(indexed), *rest))
+    taken = _take(builder, table, 0, [int(i) for i in rows.reshape(-1)])
+    return builder.reshape(taken, (*indices.shape[:-1], *rest))
+
+
+def _split(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]) -> list[Operand | None]:
+    """Split: one tfm.slice per output; sizes from `split` (input or attribute), else equal (last one smaller)."""
+    x = builder.value(inputs[0])
+    dims = tfm.shape_of(x)
+    axis = _axis(int(attrs.get("axis", 0)), len(dims))
+    sizes = _ints(inputs[1] if len(inputs) > 1 else None, builder, "split")
+    if sizes is None and "split" in attrs:
+        sizes = [int(n) for n in attrs["split"]]
+    if sizes is None:
+        count = int(attrs.get("num_outputs", len(builder.wanted)))
+        chunk = -(-dims[axis] // count)
+        sizes = [max(0, min(chunk, dims[axis] - i * chunk)) for i in range(count)]
+    if sum(sizes) != dims[axis] or min(sizes, default=0) < 0 or len(sizes) != len(builder.wanted):
+        builder.unsupported(f"split sizes {sizes} of a dimension of {dims[axis]} into {len(builder.wanted)} outputs")
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return [
+        builder.slice(x, axis, start, start + size) if keep else None
+        for start, size, keep in zip(starts, sizes, builder.wanted, strict=True)
+    ]
 
 
 def _concat_values(builder: OnnxBuilder, values: Sequence[SSAValue], axis: int) -> SSAValue:
@@ -701,8 +758,10 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "LogSoftmax": _log_softmax,
     "Where": _where,
     "Gather": _gather,
+    "GatherND": _gather_nd,
     "Concat": _concat,
     "Slice": _slice,
+    "Split": _split,
     "Reshape": _reshape,
     "Transpose": _transpose,
     "Squeeze": _squeeze,

@@ -210,6 +210,29 @@ def test_where_compare_trilu_expand_squeeze_cast() -> None:
     _check(model, {"x": _array(4, 4), "y": _array(4, 4)})
 
 
+def test_gather_nd_and_split() -> None:
+    """GatherND with constant indices (negative, batch_dims 1, a contiguous run); Split by sizes and num_outputs."""
+    nodes = [
+        _node("GatherND", ["x", "idx"], ["g"]),
+        _node("GatherND", ["x", "idx_b"], ["gb"], batch_dims=1),
+        _node("GatherND", ["x", "idx_all"], ["ga"]),
+        _node("Split", ["x", "sizes"], ["s0", "s1"], axis=-1),
+        _node("Split", ["y"], ["t0", "t1", "t2"], axis=1, num_outputs=3),
+        _node("Add", ["t0", "t1"], ["t"]),
+    ]
+    constants = {
+        "idx": np.array([[0, 2], [1, -1], [0, 0]], np.int64),
+        "idx_b": np.array([[[2], [0]], [[1], [1]]], np.int64),
+        "idx_all": np.array([[[0, 0, 0], [0, 0, 1]], [[0, 0, 2], [0, 0, 3]]], np.int64),
+        "sizes": np.array([1, 3], np.int64),
+    }
+    model = _model(nodes, [_input("x", [2, 3, 4]), _input("y", [2, 7])], ["g", "gb", "ga", "s0", "s1", "t"], constants)
+    _check(model, {"x": _array(2, 3, 4), "y": _array(2, 7)})
+    ops = list(import_onnx(model).module.walk())
+    # one slice per run of consecutive rows (3 + 4 + 1), per Split output (2), per read Split output (t2 is not)
+    assert sum(isinstance(op, tfm.SliceOp) for op in ops) == 3 + 4 + 1 + 2 + 2
+
+
 def test_constant_folding_range_constant_of_shape() -> None:
     """Range, ConstantOfShape, Constant and Cast on constants fold; the result is an added weight."""
     nodes = [
@@ -249,15 +272,42 @@ def test_import_model_dispatches_on_the_onnx_suffix(tmp_path: Path) -> None:
 # ------------------------------------------------------------ torch exports
 
 
+EXPORTS = ["dynamo18", "dynamo23", "legacy"]
+"""torch.onnx.export(dynamo=True) at opset 18 / 23, and the TorchScript exporter (dynamo=False) at opset 18."""
+
+
 def _torch_export(
-    module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: list[str], outs: list[str]
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    names: list[str],
+    outs: list[str],
+    mode: str = "legacy",
+    path: Path | None = None,
 ) -> onnx.ModelProto:
-    buffer = io.BytesIO()
+    """`module` exported in `mode` (see EXPORTS), saved to `path` when given.
+
+    The module is put in eval mode first: the legacy exporter exports in eval
+    mode and then calls `module.train(<the module's own flag>)`, which puts
+    every submodule of a wrapper left in training mode back in training mode
+    (dropout on) for the eager calls that follow.
+    """
+    module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buffer, dynamo=False, input_names=names, output_names=outs, opset_version=18)
-    model = onnx.load_from_string(buffer.getvalue())
+        if mode == "legacy":
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                module, args, buffer, dynamo=False, input_names=names, output_names=outs, opset_version=18
+            )
+            model = onnx.load_from_string(buffer.getvalue())
+        else:
+            pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+            opset = int(mode.removeprefix("dynamo"))
+            kwargs = {"input_names": names, "output_names": outs, "opset_version": opset}
+            model = torch.onnx.export(module, args, dynamo=True, verbose=False, **kwargs).model_proto
     model.ir_version = min(model.ir_version, 10)
+    if path is not None:
+        onnx.save(model, str(path))
     return model
 
 
@@ -291,12 +341,102 @@ class _Bert(torch.nn.Module):
         return output.last_hidden_state, output.pooler_output
 
 
+class _CausalLM(torch.nn.Module):
+    """A tiny random GPT-2 or Llama (2 layers, hidden 32, 4 heads; Llama with 2 kv heads), no cache, logits."""
+
+    def __init__(self, family: str) -> None:
+        super().__init__()
+        import transformers
+
+        if family == "gpt2":
+            config = transformers.GPT2Config(
+                n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64, bos_token_id=1, eos_token_id=2
+            )
+        else:
+            config = transformers.LlamaConfig(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=64,
+                vocab_size=100,
+                max_position_embeddings=64,
+                bos_token_id=1,
+                eos_token_id=2,
+                pad_token_id=0,
+            )
+        model_class = transformers.AutoModelForCausalLM._model_mapping[type(config)]
+        self.lm = model_class._from_config(config, attn_implementation="sdpa").eval()
+        self.lm.config.use_cache = False
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+def _eager(module: torch.nn.Module, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The module's outputs in PyTorch (eval mode, no grad)."""
+    assert not any(m.training for m in module.modules())
+    with torch.no_grad():
+        result = module(*(torch.from_numpy(feeds[name]) for name in ("input_ids", "attention_mask")))
+    return [t.numpy() for t in (result if isinstance(result, tuple) else (result,))]
+
+
 def test_torch_exported_tiny_bert() -> None:
+    """Legacy export: tasic matches onnxruntime, and both match the eager module."""
     torch.manual_seed(0)
     ids = torch.randint(0, 100, (1, 8))
     mask = torch.tensor([[1] * 6 + [0] * 2])
-    model = _torch_export(_Bert(), (ids, mask), ["input_ids", "attention_mask"], ["last_hidden_state", "pooler_output"])
-    _check(model, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    bert = _Bert()
+    model = _torch_export(bert, (ids, mask), ["input_ids", "attention_mask"], ["last_hidden_state", "pooler_output"])
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    _check(model, feeds)
+    for got, want in zip(_simulate(model, feeds), _eager(bert, feeds), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", EXPORTS)
+@pytest.mark.parametrize("family", ["gpt2", "bert", "llama"])
+def test_torch_exported_tiny_models(family: str, mode: str) -> None:
+    """Tiny GPT-2 / BERT / Llama with a padded attention mask: tasic vs onnxruntime (and eager torch) to 1e-4.
+
+    The model runs on other ids and another padding pattern than the export's
+    example inputs, so nothing data-dependent may be baked into the graph.
+    """
+    torch.manual_seed(0)
+    module = _Bert() if family == "bert" else _CausalLM(family)
+    outs = ["last_hidden_state", "pooler_output"] if family == "bert" else ["logits"]
+    example = (torch.randint(0, 100, (2, 8)), torch.tensor([[1] * 8, [1] * 6 + [0] * 2]))
+    model = _torch_export(module, example, ["input_ids", "attention_mask"], outs, mode)
+    feeds = {"input_ids": RNG.integers(0, 100, (2, 8)), "attention_mask": np.array([[1] * 5 + [0] * 3, [1] * 8])}
+    _check(model, feeds)
+    for got, want in zip(_simulate(model, feeds), _eager(module, feeds), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_minilm_onnx_embeddings_match_onnxruntime(tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2 (real weights) exported to a file: mean-pooled embeddings, cosine to onnxruntime's."""
+    from transformers import AutoModel
+
+    from tasic.frontend.packages import minilm_dir
+    from tasic.frontend.sentences import DEMO_SENTENCES, cosine, mean_pool, tokenize
+
+    directory = minilm_dir()
+    feeds = tokenize(directory, DEMO_SENTENCES, 16)
+    assert feeds["attention_mask"].sum(1).min() < 16  # padding is exercised
+    module = AutoModel.from_pretrained(str(directory))
+    args = (torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+    path = tmp_path / "minilm.onnx"
+    _torch_export(
+        module, args, ["input_ids", "attention_mask"], ["last_hidden_state", "pooler_output"], "dynamo18", path
+    )
+    session = onnxruntime.InferenceSession(str(path))
+    expected = session.run(["last_hidden_state"], feeds)[0]
+    graph = import_onnx(path, {"input_ids": (3, 16), "attention_mask": (3, 16)})
+    target = load_target("tiny")
+    binary = compile_module(graph.module, graph.weights, target, "f32")
+    hidden = simulate(binary, target, feeds).outputs["last_hidden_state"]
+    similarity = cosine(mean_pool(hidden, feeds["attention_mask"]), mean_pool(expected, feeds["attention_mask"]))
+    assert similarity.min() >= 0.99999, similarity
 
 
 # -------------------------------------------------------------------- errors
@@ -321,6 +461,18 @@ def test_unsupported_operator() -> None:
         import_onnx(model)
     assert str(info.value) == (
         "unsupported ONNX operator Hardmax (node 'hardmax_y', opset 18): supported operators are listed in docs/onnx.md"
+    )
+
+
+def test_gather_nd_with_run_time_indices() -> None:
+    model = _model(
+        [_node("GatherND", ["x", "i"], ["y"])], [_input("x", [2, 4]), _input("i", [3, 1], TensorProto.INT64)], ["y"]
+    )
+    with pytest.raises(UnsupportedOpError) as info:
+        import_onnx(model)
+    assert str(info.value) == (
+        "unsupported ONNX operator GatherND (node 'gathernd_y', opset 18): indices must be a compile-time constant; "
+        "supported operators are listed in docs/onnx.md"
     )
 
 
