@@ -45,6 +45,7 @@ from tasic.backend.tbin import (
     check_entry_io,
     check_header,
     check_metadata,
+    check_shards,
     check_symbols,
     reject_json_constant,
 )
@@ -245,6 +246,12 @@ def _read_window(instr: Instr, groups: list[str]) -> None:
         instr.depth = int(groups[0])
 
 
+def _read_batch(instr: Instr, groups: list[str]) -> None:
+    """batch(N) of mxu.matmul or period(N) of vpu.causal: both live in imm."""
+    if groups[0] is not None:
+        instr.imm = int(groups[0])
+
+
 _OPERANDS: dict[str, _Operand] = {
     **{f"{x}:{space}": _mem(space, x) for x in "dab" for space in ("sram", "hbm")},
     "c": _mem("sram", "c"),
@@ -252,6 +259,7 @@ _OPERANDS: dict[str, _Operand] = {
     "mnk": _shape(("rows", "cols", "depth"), "MxNxK"),
     "off_b": _number("off_b"),
     "imm": _number("imm"),
+    "depth": _number("depth"),
     "reg_d": _register("reg_d"),
     "reg_a": _register("reg_a"),
     "imm64": _Operand(f"({_INT})", "IMM64", {"off_b": -1, "imm": -1}, lambda i: str(i.imm64), _read_imm64),
@@ -283,6 +291,20 @@ _OPERANDS: dict[str, _Operand] = {
         lambda i: f" window({i.depth})" if i.depth else "",
         _read_window,
     ),
+    "period": _Operand(
+        r"(?: period\((\d+)\))?",
+        " [period(ROWS)]",
+        {"imm": -1},
+        lambda i: f" period({i.imm})" if i.imm else "",
+        _read_batch,
+    ),
+    "batch": _Operand(
+        r"(?: batch\((\d+)\))?",
+        " [batch(N)]",
+        {"imm": -1},
+        lambda i: f" batch({i.imm})" if i.imm else "",
+        _read_batch,
+    ),
 }
 
 _TEMPLATES: dict[Op, str] = {
@@ -296,14 +318,15 @@ _TEMPLATES: dict[Op, str] = {
     Op.DMA_STORE: "dma.store {d:hbm} <- {a:sram} {shape} stride({off_b}, {imm})",
     Op.DMA_GATHER: "dma.gather {d:sram} <- {a:hbm} index {b:hbm} {shape} stride({imm})",
     Op.DMA_SCATTER: "dma.scatter {d:hbm} index {b:hbm} <- {a:sram} {shape} stride({imm})",
-    Op.MXU_MATMUL: "mxu.matmul {d:sram} {acc} {a:sram} @ {b:sram} {mnk}",
+    Op.MXU_MATMUL: "mxu.matmul {d:sram} {acc} {a:sram} @ {b:sram} {mnk}{batch}",
     Op.VPU_UNARY: "vpu.unary {unary} {d:sram} <- {a:sram} {shape}",
     Op.VPU_BINARY: "vpu.binary {binary} {d:sram} <- {a:sram}, {b:sram} {shape}{bcast}",
     Op.VPU_SCALAR: "vpu.scalar {binary} {d:sram} <- {a:sram}, {f32} {shape}",
     Op.VPU_REDUCE: "vpu.reduce {reduce} {d:sram} <- {a:sram} {shape}",
     Op.VPU_SELECT: "vpu.select {d:sram} <- {c} ? {a:sram} : {b:sram} {shape}",
     Op.VPU_FILL: "vpu.fill {d:sram} <- {f32} {shape}",
-    Op.VPU_CAUSAL: "vpu.causal {d:sram} {shape} diag({diag}){window}",
+    Op.VPU_CAUSAL: "vpu.causal {d:sram} {shape} diag({diag}){window}{period}",
+    Op.LINK_ALLREDUCE: "link.allreduce {d:sram} <- {a:sram} {shape} chips({depth})",
 }
 
 
@@ -445,10 +468,10 @@ def _code_lines(binary: TBinary) -> list[str]:
     return lines
 
 
-def _data_lines(constants: bytes) -> list[str]:
-    """The constants as a base64 `.data` block."""
+def _data_lines(constants: bytes, directive: str = ".data") -> list[str]:
+    """Bytes as a base64 block: `.data` (the constants) or `.shards` (other chips' weight parts)."""
     encoded = base64.encodebytes(constants).decode().split()
-    return [".data", *(_DATA_INDENT + line for line in encoded), ".enddata"]
+    return [directive, *(_DATA_INDENT + line for line in encoded), f".end{directive[1:]}"]
 
 
 def disassemble(binary: TBinary, with_data: bool = False) -> str:
@@ -456,6 +479,8 @@ def disassemble(binary: TBinary, with_data: bool = False) -> str:
     lines = [*_header_lines(binary), "", *_code_lines(binary)]
     if with_data and binary.constants:
         lines += _data_lines(binary.constants)
+    if with_data and binary.shard_data:
+        lines += _data_lines(binary.shard_data, ".shards")
     return "\n".join(lines) + "\n"
 
 
@@ -502,7 +527,9 @@ class _Listing:
     metadata: dict[str, Any] = field(default_factory=dict)
     declared: tuple[int, str] | None = None  # .constants size and sha256
     data: list[bytes] = field(default_factory=list)  # base64-decoded .data lines
+    shards: list[bytes] = field(default_factory=list)  # base64-decoded .shards lines
     in_data: bool = False
+    in_shards: bool = False
     code: list[Instr] = field(default_factory=list)
     lines: dict[str, list[int]] = field(default_factory=dict)  # directive or "code" -> line numbers
 
@@ -511,6 +538,8 @@ class _Listing:
         text = _strip_comment(line)
         if self.in_data:
             self._data_line(text)
+        elif self.in_shards:
+            self._shards_line(text)
         elif text.startswith(".") and not text.startswith(".word"):
             directive, _, rest = text.partition(" ")
             handler = self._directives().get(directive)
@@ -532,6 +561,7 @@ class _Listing:
             ".meta": self._meta,
             ".constants": self._constants,
             ".data": self._data,
+            ".shards": self._shards,
         }
 
     def _target(self, rest: str) -> None:
@@ -563,6 +593,20 @@ class _Listing:
         if rest:
             raise ValueError(".data takes no operands: the base64 lines follow it, up to .enddata")
         self.in_data = True
+
+    def _shards(self, rest: str) -> None:
+        if rest:
+            raise ValueError(".shards takes no operands: the base64 lines follow it, up to .endshards")
+        self.in_shards = True
+
+    def _shards_line(self, text: str) -> None:
+        if text == ".endshards":
+            self.in_shards = False
+        elif text:
+            try:
+                self.shards.append(base64.b64decode(text, validate=True))
+            except ValueError as err:
+                raise ValueError(f"bad base64 in .shards block ({err})") from None
 
     def _data_line(self, text: str) -> None:
         if text == ".enddata":
@@ -598,6 +642,7 @@ _CHECKS: tuple[tuple[Callable[[TBinary], None], str], ...] = (
     (check_symbols, ".symbol"),
     (check_entries, ".entry"),
     (check_entry_io, ".meta"),
+    (check_shards, ".meta"),
 )
 
 
@@ -618,7 +663,10 @@ def _build(listing: _Listing, last_line: int) -> TBinary:
         symbols=listing.symbols,
         entry_points=listing.entries,
         metadata=listing.metadata,
+        shard_data=b"".join(listing.shards),
     )
+    if listing.in_shards:
+        raise AsmError(f"line {last_line}: .shards block has no .endshards")
     for check, key in _CHECKS:
         try:
             check(binary)

@@ -91,7 +91,7 @@ def encode_op(op: IsaOp) -> Instr:
         return Instr(
             Op.MXU_MATMUL, flags=int(f("accumulate")) & 1, reg_d=int(f("c_reg")), off_d=int(f("c_off")),
             reg_a=int(f("a_reg")), off_a=int(f("a_off")), reg_b=int(f("b_reg")), off_b=int(f("b_off")),
-            rows=int(f("m")), cols=int(f("n")), depth=int(f("k")),
+            rows=int(f("m")), cols=int(f("n")), depth=int(f("k")), imm=int(f("batch")) if int(f("batch")) > 1 else 0,
             dt_d=_dt(f("dt_c")), dt_a=_dt(f("dt_a")), dt_b=_dt(f("dt_b")),
         )  # fmt: skip
     return _encode_vector(op, mnemonic, size)
@@ -119,10 +119,18 @@ def _encode_vector(op: IsaOp, mnemonic: str, size: dict[str, int]) -> Instr:
         return Instr(Op.VPU_SELECT, reg_c=int(f("c_reg")), imm=int(f("c_off")), **operands, **size)
     if mnemonic == "vpu_fill":
         return Instr(Op.VPU_FILL, imm=float_bits(float(f("value"))), **operands, **size)
+    if mnemonic == "link_allreduce":
+        return Instr(Op.LINK_ALLREDUCE, depth=int(f("chips")), **operands, **size)
     if mnemonic == "vpu_causal":
         window = int(f("window"))
         return Instr(
-            Op.VPU_CAUSAL, reg_a=int(f("diag_reg")), off_a=int(f("diag_off")), depth=window, **operands, **size
+            Op.VPU_CAUSAL,
+            reg_a=int(f("diag_reg")),
+            off_a=int(f("diag_off")),
+            depth=window,
+            imm=int(f("period")),
+            **operands,
+            **size,
         )
     raise ValueError(f"cannot encode {op.name}")
 
@@ -154,23 +162,31 @@ def _sram_extent(instr: Instr) -> int:
 
 
 def emit_binary(
-    module: ModuleOp, weights: Mapping[str, np.ndarray], target: Target, metadata: dict[str, Any]
+    module: ModuleOp, weights: Mapping[str, np.ndarray] | None, target: Target, metadata: dict[str, Any]
 ) -> TBinary:
-    """Build the binary of an isa-level module."""
+    """Build the binary of an isa-level module; without `weights`, a timing-only binary (no constants)."""
     code: list[Instr] = []
     locs: list[str] = []
     loc_index: dict[str, int] = {}
     instr_locs: list[int] = []
     symbols: list[Symbol] = []
     weight_parts: list[tuple[int, bytes]] = []
+    shards: dict[str, list[int]] = {}
+    other_chips: list[list[bytes]] = []  # per sharded weight (symbol order): its bytes on chips 1, 2, ...
     entry_points: dict[str, int] = {}
     entries: dict[str, dict[str, dict[str, str]]] = {}
     for op in module.body.block.ops:
         if isinstance(op, SymbolOp):
             symbol = _symbol(op)
             symbols.append(symbol)
-            if symbol.kind == "weight":
-                weight_parts.append((symbol.address, _weight_bytes(op, weights, symbol)))
+            shard = _shard(op)
+            if shard is not None:
+                shards[symbol.name] = list(shard)
+            if symbol.kind == "weight" and weights is not None:
+                parts = _weight_bytes(op, weights, symbol, shard)
+                weight_parts.append((symbol.address, parts[0]))
+                if len(parts) > 1:
+                    other_chips.append(parts[1:])
             if op.entry is not None and op.user_name is not None and symbol.kind in ("input", "output"):
                 side = entries.setdefault(op.entry.data, {"inputs": {}, "outputs": {}})
                 side[f"{symbol.kind}s"][op.user_name.data] = symbol.name
@@ -191,6 +207,11 @@ def emit_binary(
         image[address : address + len(raw)] = raw
     hbm_end = max((s.address + s.nbytes for s in symbols), default=0)
     meta = dict(metadata)
+    if weights is None:
+        meta["timing_only"] = True
+    if shards:
+        meta["chips"] = max(parts for _, parts in shards.values())
+        meta["shards"] = shards
     if entries:
         meta["entries"] = entries
     meta.update(
@@ -199,12 +220,25 @@ def emit_binary(
         locs=locs,
         instr_locs=instr_locs,
     )
-    return TBinary(target.name, target.hash, code, bytes(image), symbols, entry_points or {"main": 0}, meta)
+    shard_data = b"".join(
+        parts[chip] for chip in range(len(other_chips[0]) if other_chips else 0) for parts in other_chips
+    )
+    return TBinary(target.name, target.hash, code, bytes(image), symbols, entry_points or {"main": 0}, meta, shard_data)
 
 
-def _weight_bytes(op: SymbolOp, weights: Mapping[str, np.ndarray], symbol: Symbol) -> bytes:
+def _shard(op: SymbolOp) -> tuple[int, int] | None:
+    if op.shard_dim is None or op.shard_parts is None:
+        return None
+    return op.shard_dim.value.data, op.shard_parts.value.data
+
+
+def _weight_bytes(
+    op: SymbolOp, weights: Mapping[str, np.ndarray], symbol: Symbol, shard: tuple[int, int] | None
+) -> list[bytes]:
+    """The symbol's bytes: one entry, or one per chip for a sharded weight."""
     source = op.source.data if op.source is not None else symbol.name
     array = np.asarray(weights[source])
+    parts = np.split(array, shard[1], axis=shard[0]) if shard is not None else [array]
     if op.transpose is not None:
-        array = array.T
-    return np.ascontiguousarray(array.astype(NUMPY_DTYPES[symbol.dtype])).tobytes()
+        parts = [part.T for part in parts]
+    return [np.ascontiguousarray(part.astype(NUMPY_DTYPES[symbol.dtype])).tobytes() for part in parts]

@@ -37,7 +37,7 @@ from enum import IntEnum
 
 INSTR_BYTES = 32
 NUM_REGS = 32
-NUM_SEMAPHORES = 32
+NUM_SEMAPHORES = 64
 _LAYOUT = struct.Struct("<BBBBBBHHHBBBBiiii")
 assert _LAYOUT.size == INSTR_BYTES
 
@@ -50,6 +50,7 @@ class Engine(IntEnum):
     DMA_STORE = 2  # SRAM -> HBM
     MXU = 3  # matrix engine
     VPU = 4  # vector engine
+    LINK = 5  # chip-to-chip links: collectives
 
 
 class DType(IntEnum):
@@ -104,14 +105,16 @@ class Op(IntEnum):
     DMA_STORE = 0x11  # strided HBM <- SRAM tile
     DMA_GATHER = 0x12  # SRAM rows <- HBM table rows picked by HBM indices
     DMA_SCATTER = 0x13  # HBM table rows picked by HBM indices <- SRAM rows
-    MXU_MATMUL = 0x20  # C[M,N] (+)= A[M,K] @ B[K,N]
+    MXU_MATMUL = 0x20  # C[M,N] (+)= A[M,K] @ B[K,N]; imm > 1: that many such products of consecutive tiles
     VPU_UNARY = 0x30  # d = f(a)
     VPU_BINARY = 0x31  # d = a (op) b, b broadcast per `flags`
     VPU_SCALAR = 0x32  # d = a (op) imm (f32)
     VPU_REDUCE = 0x33  # d[r, 0] = reduce over the row of a
     VPU_SELECT = 0x34  # d = c ? a : b   (c at reg_c + imm, dtype BOOL)
     VPU_FILL = 0x35  # d = imm (f32)
-    VPU_CAUSAL = 0x36  # d[i, j] = -inf where j > i + diag, or j <= i + diag - depth (depth > 0: sliding window)
+    VPU_CAUSAL = 0x36  # d[i, j] = -inf where j > i' + diag, or j <= i' + diag - depth (depth > 0: window);
+    #                    i' = i mod imm when imm > 0 (query rows of several heads stacked), else i
+    LINK_ALLREDUCE = 0x40  # d = sum of tile a over the `depth` chips of the group, on every chip
 
 
 class UnaryFn(IntEnum):
@@ -191,6 +194,11 @@ TRANSCENDENTAL = {
 }
 
 
+def matmul_batch(instr: Instr) -> int:
+    """Products one MXU_MATMUL computes: C_i = A_i @ B_i over consecutive dense tiles (imm; 0 means 1)."""
+    return max(1, instr.imm)
+
+
 def engine_of(instr: Instr) -> Engine:
     """The engine an instruction occupies (SIGNAL/WAIT name theirs in func)."""
     op = Op(instr.opcode)
@@ -216,6 +224,7 @@ OPCODE_ENGINE = {
     Op.VPU_SELECT: Engine.VPU,
     Op.VPU_FILL: Engine.VPU,
     Op.VPU_CAUSAL: Engine.VPU,
+    Op.LINK_ALLREDUCE: Engine.LINK,
 }
 
 

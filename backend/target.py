@@ -86,6 +86,11 @@ class Target:
         return hashlib.sha256(self.source_text.encode()).digest()
 
     @property
+    def link_bytes_per_cycle(self) -> float:
+        """Chip-to-chip bandwidth of one chip (all its links) per clock cycle."""
+        return self.links.bandwidth / self.clock_hz
+
+    @property
     def hbm_bytes_per_cycle(self) -> float:
         """HBM bandwidth expressed per clock cycle."""
         return self.hbm.bandwidth / self.clock_hz

@@ -65,6 +65,7 @@ class Section(IntEnum):
     SYMTAB = 3  # UTF-8 JSON list of symbols
     ENTRY = 4  # UTF-8 JSON object: entry name -> instruction index
     META = 5  # UTF-8 JSON object: metadata
+    SHARDS = 6  # optional: the sharded weights of chips 1.. (tensor parallelism), see TBinary.shard_data
 
 
 class TbinError(Exception):
@@ -116,6 +117,25 @@ class TBinary:
     symbols: list[Symbol]
     entry_points: dict[str, int] = field(default_factory=lambda: {"main": 0})
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Tensor parallelism: `constants` holds chip 0's part of each sharded weight; this holds, for chips
+    # 1 .. chips-1 in turn, each sharded weight's part (symbol-table order). Empty otherwise.
+    shard_data: bytes = b""
+
+    def sharded_weights(self) -> list[Symbol]:
+        """Weight symbols split over chips (metadata["shards"]), in symbol-table order."""
+        shards = self.metadata.get("shards", {})
+        return [sym for sym in self.symbols if sym.kind == "weight" and sym.name in shards]
+
+    def chip_constants(self, chip: int) -> list[tuple[Symbol, bytes]]:
+        """The bytes of every sharded weight on `chip` (>= 1), to be stored at the symbols' addresses."""
+        sharded = self.sharded_weights()
+        size = sum(sym.nbytes for sym in sharded)
+        cursor = (chip - 1) * size
+        parts = []
+        for sym in sharded:
+            parts.append((sym, self.shard_data[cursor : cursor + sym.nbytes]))
+            cursor += sym.nbytes
+        return parts
 
     def symbol(self, name: str) -> Symbol:
         """The symbol called `name`."""
@@ -145,6 +165,33 @@ def validate(binary: TBinary) -> None:
     check_symbols(binary)
     check_entries(binary)
     check_entry_io(binary)
+    check_shards(binary)
+
+
+def check_shards(binary: TBinary) -> None:
+    """metadata chips / shards name real symbols, and SHARDS holds every other chip's weight parts."""
+    meta = binary.metadata
+    chips = meta.get("chips", 1)
+    if not _is_int(chips) or chips < 1:
+        raise TbinError(f"metadata chips must be a positive int, not {chips!r}")
+    shards = meta.get("shards", {})
+    if not isinstance(shards, dict):
+        raise TbinError("metadata shards must be an object: symbol -> [dim, parts]")
+    names = {sym.name: sym for sym in binary.symbols}
+    for name, shard in shards.items():
+        if name not in names:
+            raise TbinError(f"metadata shards names '{name}', which is not a symbol")
+        if not (isinstance(shard, list) and len(shard) == 2 and all(_is_int(n) for n in shard)):
+            raise TbinError(f"metadata shards['{name}'] must be [dim, parts]")
+        if not 0 <= shard[0] < max(1, len(names[name].shape)) or shard[1] != chips:
+            raise TbinError(f"metadata shards['{name}'] = {shard} does not fit the symbol or {chips} chips")
+    if not isinstance(binary.shard_data, bytes | bytearray):
+        raise TbinError("shard data must be bytes")
+    expected = 0 if meta.get("timing_only") else (chips - 1) * sum(s.nbytes for s in binary.sharded_weights())
+    if len(binary.shard_data) != expected:
+        raise TbinError(
+            f"SHARDS section is {len(binary.shard_data)} bytes, {chips} chips' sharded weights need {expected}"
+        )
 
 
 def check_header(binary: TBinary) -> None:
@@ -249,6 +296,10 @@ def _opcode_problem(instr: Instr) -> str | None:
         return f"{op.name.lower().replace('_', '.')}: unknown {what} {instr.func} in func"
     if op in (Op.SIGNAL, Op.WAIT) and not 0 <= instr.imm < NUM_SEMAPHORES:
         return f"semaphore s{instr.imm} does not exist (s0..s{NUM_SEMAPHORES - 1})"
+    if op == Op.MXU_MATMUL and instr.imm < 0:
+        return f"mxu.matmul: batch {instr.imm} must be >= 0"
+    if op == Op.VPU_CAUSAL and instr.imm < 0:
+        return f"vpu.causal: period {instr.imm} must be >= 0"
     if op == Op.LOOP and instr.imm64 < 1:
         return f"loop count {instr.imm64} must be >= 1"
     broadcast = (instr.flags & FLAG_BCAST_MASK) >> FLAG_BCAST_SHIFT
@@ -367,6 +418,7 @@ def _payloads(binary: TBinary) -> list[tuple[Section, bytes]]:
         (Section.SYMTAB, _json_bytes(symtab, "symbol table")),
         (Section.ENTRY, _json_bytes(entries, "entry points")),
         (Section.META, _json_bytes(binary.metadata, "metadata")),
+        *([(Section.SHARDS, bytes(binary.shard_data))] if binary.shard_data else []),
     ]
 
 
@@ -466,7 +518,7 @@ def _sections(raw: bytes, entries: list[tuple[int, int, int, int]], start: int, 
             raise TbinError(f"CONST section at offset {offset} is not {SECTION_ALIGN}-byte aligned; {_RECOMPILE}")
         sections[section] = raw[offset : offset + size]
         previous_end, previous_kind = offset + size, f"{section.name} section"
-    missing = [s.name for s in Section if s not in sections]
+    missing = [s.name for s in Section if s not in sections and s != Section.SHARDS]
     if missing:
         raise TbinError(f"missing section(s) {', '.join(missing)}; {_RECOMPILE}")
     return sections
@@ -520,6 +572,7 @@ def from_bytes(raw: bytes) -> TBinary:
         symbols=_load_symbols(sections[Section.SYMTAB]),
         entry_points=_load_json(sections[Section.ENTRY], Section.ENTRY),
         metadata=_load_json(sections[Section.META], Section.META),
+        shard_data=sections.get(Section.SHARDS, b""),
     )
     validate(binary)
     return binary

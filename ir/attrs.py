@@ -17,3 +17,17 @@ def i64_attr(value: int) -> IntegerAttr:
 def str_attr(value: str) -> StringAttr:
     """The StringAttr of a value."""
     return StringAttr(value)
+
+
+def shard_properties(shard: tuple[int, int] | None) -> dict[str, IntegerAttr]:
+    """`shard_dim` / `shard_parts` properties of a tensor split over chips ({} when whole)."""
+    if shard is None:
+        return {}
+    return {"shard_dim": i64_attr(shard[0]), "shard_parts": i64_attr(shard[1])}
+
+
+def read_shard(dim: IntegerAttr | None, parts: IntegerAttr | None) -> tuple[int, int] | None:
+    """(dim, parts) from `shard_dim` / `shard_parts` properties, or None."""
+    if dim is None or parts is None:
+        return None
+    return dim.value.data, parts.value.data

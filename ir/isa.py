@@ -26,8 +26,8 @@ from xdsl.utils.exceptions import VerifyException
 from tasic.ir.attrs import i64_attr, str_attr
 
 NUM_REGS = 32
-NUM_SEMAPHORES = 32
-ENGINE_NAMES = ("ctrl", "dma_load", "dma_store", "mxu", "vpu")
+NUM_SEMAPHORES = 64
+ENGINE_NAMES = ("ctrl", "dma_load", "dma_store", "mxu", "vpu", "link")
 DTYPE_NAMES = ("f32", "bf16", "f16", "f8e4m3", "f8e5m2", "i32", "i64", "bool", "i8")
 
 # field kinds: "int" i64, "reg" register index, "str" string, "dtype" dtype name,
@@ -61,6 +61,7 @@ INSTRUCTIONS: dict[str, dict[str, str]] = {
     "mxu_matmul": {
         "c_reg": "reg", "c_off": "int", "a_reg": "reg", "a_off": "int", "b_reg": "reg", "b_off": "int",
         "m": "int", "n": "int", "k": "int", "accumulate": "int", "dt_c": "dtype", "dt_a": "dtype", "dt_b": "dtype",
+        "batch": "int",
     },
     "vpu_unary": {
         "fn": "str", "d_reg": "reg", "d_off": "int", "a_reg": "reg", "a_off": "int", "rows": "int", "cols": "int",
@@ -87,7 +88,11 @@ INSTRUCTIONS: dict[str, dict[str, str]] = {
     "vpu_fill": {"d_reg": "reg", "d_off": "int", "rows": "int", "cols": "int", "dt_d": "dtype", "value": "f32"},
     "vpu_causal": {
         "d_reg": "reg", "d_off": "int", "diag_reg": "reg", "diag_off": "int", "rows": "int", "cols": "int",
-        "window": "int", "dt_d": "dtype",
+        "window": "int", "dt_d": "dtype", "period": "int",
+    },
+    "link_allreduce": {
+        "d_reg": "reg", "d_off": "int", "a_reg": "reg", "a_off": "int", "rows": "int", "cols": "int",
+        "chips": "int", "dt_d": "dtype", "dt_a": "dtype",
     },
 }  # fmt: skip
 
@@ -153,6 +158,7 @@ class SymbolOp(IRDLOperation):
 
     Weights name their weight-store entry in `source`; `transpose = 1` stores it transposed.
     In a multi-entry program an input or output names its `entry` and the `user_name` callers use.
+    `shard_dim` / `shard_parts` (tensor parallelism): each chip holds its part of the full tensor.
 
     isa.symbol {name = "wte", kind = "weight", address = 0 : i64, shape = [100 : i64, 32 : i64], dtype = "f32"}
     """
@@ -169,6 +175,8 @@ class SymbolOp(IRDLOperation):
     transpose = opt_prop_def(IntegerAttr)
     entry = opt_prop_def(StringAttr)
     user_name = opt_prop_def(StringAttr)
+    shard_dim = opt_prop_def(IntegerAttr)
+    shard_parts = opt_prop_def(IntegerAttr)
 
 
 @irdl_op_definition

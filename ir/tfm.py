@@ -25,6 +25,8 @@ from xdsl.dialects.builtin import (
     AnyFloat,
     ArrayAttr,
     BoolAttr,
+    Float8E4M3FNType,
+    Float8E5M2Type,
     FloatAttr,
     IntegerAttr,
     StringAttr,
@@ -47,6 +49,8 @@ from xdsl.irdl import (
 )
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
+
+from tasic.ir.attrs import read_shard, shard_properties
 
 UNARY_FNS = (
     *("copy", "neg", "exp", "tanh", "erf", "rsqrt", "sqrt", "recip", "sigmoid", "silu"),
@@ -99,16 +103,36 @@ class TfmOp(IRDLOperation):
 class WeightOp(TfmOp):
     """A constant tensor stored in the weight side table under `name`.
 
+    With `shard_dim` and `shard_parts` (tensor parallelism) chip c holds part c of `shard_parts`
+    equal parts of the stored tensor along `shard_dim`, and the result type is that part's:
+
     %w = tfm.weight {name = "wte"} : tensor<50x16xf32>
+    %q = tfm.weight {name = "q.weight", shard_dim = 0 : i64, shard_parts = 2 : i64} : tensor<16x32xf32>
     """
 
     name = "tfm.weight"
     assembly_format = "attr-dict `:` type($result)"
     sym = prop_def(StringAttr, prop_name="name")
+    shard_dim = opt_prop_def(IntegerAttr)
+    shard_parts = opt_prop_def(IntegerAttr)
     result = result_def(TensorType)
 
-    def __init__(self, name: str, typ: TensorType):
-        super().__init__(properties={"name": StringAttr(name)}, result_types=[typ])
+    def __init__(self, name: str, typ: TensorType, shard: tuple[int, int] | None = None):
+        props: dict[str, Attribute] = {"name": StringAttr(name)}
+        props |= shard_properties(shard)
+        super().__init__(properties=props, result_types=[typ])
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        """(dim, parts) of a tensor-parallel weight, else None."""
+        return read_shard(self.shard_dim, self.shard_parts)
+
+    def verify_(self) -> None:
+        if (self.shard_dim is None) != (self.shard_parts is None):
+            raise VerifyException("tfm.weight: shard_dim and shard_parts go together")
+        shard = self.shard
+        if shard is not None:
+            self._require(0 <= shard[0] < len(shape_of(self.result)) and shard[1] >= 1, "bad shard")
 
 
 @irdl_op_definition
@@ -584,6 +608,100 @@ class IndexCopyOp(TfmOp):
         self._require(shape_of(self.result) == dest, "result has the shape of dest")
 
 
+@irdl_op_definition
+class RopeOp(TfmOp):
+    """Rotary position embedding: x * cos + rotate_half(x) * sin over the last dim of x.
+
+    rotate_half(x) = concat(-x[..., D/2:], x[..., :D/2]); cos and sin broadcast to x's shape.
+
+    %y = tfm.rope %x, %cos, %sin : (tensor<8x4x16xf32>, tensor<8x1x16xf32>, tensor<8x1x16xf32>) -> tensor<8x4x16xf32>
+    """
+
+    name = "tfm.rope"
+    input = operand_def(TensorType)
+    cos = operand_def(TensorType)
+    sin = operand_def(TensorType)
+    result = result_def(TensorType)
+
+    def __init__(self, x: SSAValue, cos: SSAValue, sin: SSAValue):
+        super().__init__(operands=[x, cos, sin], result_types=[x.type])
+
+    def verify_(self) -> None:
+        x = shape_of(self.input)
+        self._require(len(x) >= 1 and x[-1] % 2 == 0, "the rotated dim must have even size")
+        for table in (self.cos, self.sin):
+            self._require(broadcast_shapes(shape_of(table), x) == x, "cos and sin must broadcast to x")
+        self._require(self.result.type == self.input.type, "result type must be the input's")
+
+
+@irdl_op_definition
+class AllReduceOp(TfmOp):
+    """The element-wise sum of `input` over the `chips` chips of a tensor-parallel group, on every chip.
+
+    %y = tfm.all_reduce %x {chips = 2 : i64} : (tensor<8x32xf32>) -> tensor<8x32xf32>
+    """
+
+    name = "tfm.all_reduce"
+    chips = prop_def(IntegerAttr)
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+
+    def __init__(self, x: SSAValue, chips: int):
+        super().__init__(operands=[x], properties={"chips": IntegerAttr(chips, i64)}, result_types=[x.type])
+
+    def verify_(self) -> None:
+        self._require(self.result.type == self.input.type, "result type differs from the input's")
+        self._require(self.chips.value.data >= 1, "chips must be positive")
+
+
+@irdl_op_definition
+class QuantizeOp(TfmOp):
+    """Scale, saturate and round to an 8-bit float: round(clamp(x / scale, -max, max)).
+
+    max is 448 for f8E4M3FN and 57344 for f8E5M2; rounding is to nearest even (NaN stays NaN).
+    The scale is an operand that broadcasts to x with a last dim of 1 (one per tensor or per
+    row, computed at run time) or the `static_scale` property (calibrated at compile time).
+
+    %q = tfm.quantize %x, %s : (tensor<8x32xf32>, tensor<1x1xf32>) -> tensor<8x32xf8E4M3FN>
+    %p = tfm.quantize %x {static_scale = 1.0e-02 : f64} : (tensor<8x32xf32>) -> tensor<8x32xf8E4M3FN>
+    """
+
+    name = "tfm.quantize"
+    static_scale = opt_prop_def(FloatAttr)
+    input = operand_def(TensorType)
+    scale = opt_operand_def(TensorType)
+    result = result_def(TensorType)
+
+    def __init__(self, x: SSAValue, scale: SSAValue | float, result_type: Attribute):
+        if isinstance(scale, SSAValue):
+            super().__init__(operands=[x, [scale]], result_types=[result_type])
+        else:
+            props = {"static_scale": FloatAttr(float(scale), f64)}
+            super().__init__(operands=[x, []], properties=props, result_types=[result_type])
+
+    def verify_(self) -> None:
+        x = shape_of(self.input)
+        self._require(is_float(self.input.type), "the input must be a float tensor")
+        self._require(fp8_max(element_type(self.result)) is not None, "the result must be f8E4M3FN or f8E5M2")
+        self._require(shape_of(self.result) == x, "result shape must equal the input shape")
+        self._require((self.scale is None) != (self.static_scale is None), "needs a scale operand or static_scale")
+        if self.scale is not None:
+            s = shape_of(self.scale)
+            self._require(broadcast_shapes(s, x) == x and (not s or s[-1] == 1), "scale must broadcast to x [..., 1]")
+        else:
+            assert self.static_scale is not None
+            self._require(self.static_scale.value.data > 0, "static_scale must be positive")
+
+
+def fp8_max(elem: Attribute) -> float | None:
+    """Largest finite value of an 8-bit float element type, None for other types."""
+    if isinstance(elem, Float8E4M3FNType):
+        return 448.0
+    if isinstance(elem, Float8E5M2Type):
+        return 57344.0
+    return None
+
+
 def _count(shape: Sequence[int]) -> int:
     total = 1
     for n in shape:
@@ -620,5 +738,8 @@ Tfm = Dialect(
         CastOp,
         ReduceOp,
         IndexCopyOp,
+        QuantizeOp,
+        RopeOp,
+        AllReduceOp,
     ],
 )

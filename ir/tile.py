@@ -45,7 +45,7 @@ from xdsl.irdl import (
 from xdsl.traits import NoTerminator
 from xdsl.utils.exceptions import VerifyException
 
-from tasic.ir.attrs import i64_attr, str_attr
+from tasic.ir.attrs import i64_attr, read_shard, shard_properties, str_attr
 
 HBM = StringAttr("hbm")
 SRAM = StringAttr("sram")
@@ -98,7 +98,9 @@ class HbmBufferOp(TileOp):
 
     %w = tile.hbm {name = "fc.weight", kind = "weight", transpose = true} : memref<32x64xf32, "hbm">
 
-    `transpose` (weights only) stores the named 2-D weight transposed.
+    `transpose` (weights only) stores the named 2-D weight transposed. `shard_dim` and `shard_parts`
+    (tensor parallelism) say that each chip holds its part of the full tensor along that dim
+    (of the stored, untransposed tensor).
     """
 
     name = "tile.hbm"
@@ -106,13 +108,23 @@ class HbmBufferOp(TileOp):
     sym = prop_def(StringAttr, prop_name="name")
     kind = prop_def(StringAttr)
     transpose = opt_prop_def(IntegerAttr)
+    shard_dim = opt_prop_def(IntegerAttr)
+    shard_parts = opt_prop_def(IntegerAttr)
     result = result_def(MemRefType)
 
-    def __init__(self, name: str, kind: str, typ: MemRefType, transpose: bool = False):
+    def __init__(
+        self, name: str, kind: str, typ: MemRefType, transpose: bool = False, shard: tuple[int, int] | None = None
+    ):
         props: dict[str, Attribute] = {"name": StringAttr(name), "kind": StringAttr(kind)}
         if transpose:
             props["transpose"] = IntegerAttr(1, i64)
+        props |= shard_properties(shard)
         super().__init__(properties=props, result_types=[typ])
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        """(dim, parts) of a buffer split over chips, else None."""
+        return read_shard(self.shard_dim, self.shard_parts)
 
     def verify_(self) -> None:
         self._require(self.kind.data in HBM_KINDS, f"kind must be one of {HBM_KINDS}")
@@ -186,7 +198,11 @@ def loop_depth(op: IRDLOperation) -> int:
 
 
 class _HbmAccessOp(TileOp):
-    """An op with one strided 2-D HBM window (offset, strides, loop_strides)."""
+    """An op with one strided 2-D HBM window (offset, strides, loop_strides).
+
+    The SRAM side starts `sram_offset` elements into the tile and, with `sram_loop_strides`, moves
+    that many elements per iteration of each enclosing loop (filling a tile piece by piece).
+    """
 
     rows = prop_def(IntegerAttr)
     cols = prop_def(IntegerAttr)
@@ -195,16 +211,25 @@ class _HbmAccessOp(TileOp):
     col_stride = prop_def(IntegerAttr)
     loop_strides = prop_def(ArrayAttr)
     sram_offset = prop_def(IntegerAttr)
+    sram_loop_strides = opt_prop_def(ArrayAttr)
 
     def verify_(self) -> None:
         self._require(len(self.loop_strides.data) == loop_depth(self), "one loop stride per enclosing tile.loop")
+        if self.sram_loop_strides is not None:
+            self._require(len(self.sram_loop_strides.data) == loop_depth(self), "one SRAM stride per tile.loop")
         self._require(self.int_prop("rows") >= 1 and self.int_prop("cols") >= 1, "empty window")
 
 
 def _window_props(
-    rows: int, cols: int, offset: int, strides: tuple[int, int], loop_strides: Sequence[int], sram_offset: int
+    rows: int,
+    cols: int,
+    offset: int,
+    strides: tuple[int, int],
+    loop_strides: Sequence[int],
+    sram_offset: int,
+    sram_loop_strides: Sequence[int] | None = None,
 ) -> dict[str, Attribute]:
-    return _props(
+    props = _props(
         rows=rows,
         cols=cols,
         offset=offset,
@@ -213,6 +238,9 @@ def _window_props(
         loop_strides=list(loop_strides),
         sram_offset=sram_offset,
     )
+    if sram_loop_strides is not None and any(sram_loop_strides):
+        props |= _props(sram_loop_strides=list(sram_loop_strides))
+    return props
 
 
 @irdl_op_definition
@@ -237,8 +265,9 @@ class DmaLoadOp(_HbmAccessOp):
         strides: tuple[int, int],
         loop_strides: Sequence[int],
         sram_offset: int = 0,
+        sram_loop_strides: Sequence[int] | None = None,
     ):
-        props = _window_props(rows, cols, offset, strides, loop_strides, sram_offset)
+        props = _window_props(rows, cols, offset, strides, loop_strides, sram_offset, sram_loop_strides)
         super().__init__(operands=[source, dest], properties=props)
 
     def verify_(self) -> None:
@@ -267,8 +296,9 @@ class DmaStoreOp(_HbmAccessOp):
         strides: tuple[int, int],
         loop_strides: Sequence[int],
         sram_offset: int = 0,
+        sram_loop_strides: Sequence[int] | None = None,
     ):
-        props = _window_props(rows, cols, offset, strides, loop_strides, sram_offset)
+        props = _window_props(rows, cols, offset, strides, loop_strides, sram_offset, sram_loop_strides)
         super().__init__(operands=[source, dest], properties=props)
 
     def verify_(self) -> None:
@@ -295,9 +325,10 @@ class _IndexedRowsOp(_HbmAccessOp):
         ids_access: tuple[int, Sequence[int]],
         table_access: tuple[int, Sequence[int]],
         stride: int,
+        sram_access: tuple[int, Sequence[int]] = (0, ()),
     ) -> dict[str, Attribute]:
-        """Properties of an indexed-rows DMA."""
-        props = _window_props(rows, cols, ids_access[0], (stride, 1), ids_access[1], 0)
+        """Properties of an indexed-rows DMA (`sram_access`: element offset and loop strides in the tile)."""
+        props = _window_props(rows, cols, ids_access[0], (stride, 1), ids_access[1], *sram_access)
         return props | _props(table_offset=table_access[0], table_loop_strides=list(table_access[1]))
 
 
@@ -350,14 +381,17 @@ class DmaScatterOp(_IndexedRowsOp):
         ids_access: tuple[int, Sequence[int]],
         table_access: tuple[int, Sequence[int]],
         table_row_stride: int,
+        sram_access: tuple[int, Sequence[int]] = (0, ()),
     ):
-        props = self.indexed_props(rows, cols, ids_access, table_access, table_row_stride)
+        props = self.indexed_props(rows, cols, ids_access, table_access, table_row_stride, sram_access)
         super().__init__(operands=[source, ids, table], properties=props)
 
 
 @irdl_op_definition
 class MatmulOp(TileOp):
     """C[m, n] (+)= A[m, k] @ B[k, n] on the matrix engine, fp32 accumulate.
+
+    With `batch` > 1, C_i = A_i @ B_i for `batch` consecutive dense [m, k], [k, n], [m, n] tiles.
 
     tile.matmul %a, %b, %c {m = 16 : i64, n = 16 : i64, k = 32 : i64, accumulate = 1 : i64} : memref<...>, ...
     """
@@ -370,10 +404,20 @@ class MatmulOp(TileOp):
     n = prop_def(IntegerAttr)
     k = prop_def(IntegerAttr)
     accumulate = prop_def(IntegerAttr)
+    batch = opt_prop_def(IntegerAttr)
 
-    def __init__(self, lhs: SSAValue, rhs: SSAValue, acc: SSAValue, m: int, n: int, k: int, accumulate: bool):
+    def __init__(
+        self, lhs: SSAValue, rhs: SSAValue, acc: SSAValue, m: int, n: int, k: int, accumulate: bool, batch: int = 1
+    ):
         props = _props(m=m, n=n, k=k, accumulate=int(accumulate))
+        if batch > 1:
+            props |= _props(batch=batch)
         super().__init__(operands=[lhs, rhs, acc], properties=props)
+
+    @property
+    def batch_count(self) -> int:
+        """Products in this op (1 unless batched)."""
+        return self.batch.value.data if self.batch is not None else 1
 
 
 class _VectorOp(TileOp):
@@ -494,8 +538,9 @@ class FillOp(_VectorOp):
 
 @irdl_op_definition
 class CausalMaskOp(_VectorOp):
-    """In place, with d = diagonal (+ loop_strides . ivs): dest[i, j] = -inf where j > i + d,
-    and where j <= i + d - window when window > 0 (sliding-window attention).
+    """In place, with d = diagonal (+ loop_strides . ivs): dest[i, j] = -inf where j > i' + d,
+    and where j <= i' + d - window when window > 0 (sliding-window attention); i' = i mod period
+    when period > 0 (the query rows of several heads stacked), else i.
 
     tile.causal %s {rows = 4 : i64, cols = 8 : i64, diagonal = 0 : i64, loop_strides = [4 : i64], window = 0 : i64}
         : memref<...>
@@ -505,13 +550,39 @@ class CausalMaskOp(_VectorOp):
     diagonal = prop_def(IntegerAttr)
     loop_strides = prop_def(ArrayAttr)
     window = prop_def(IntegerAttr)
+    period = opt_prop_def(IntegerAttr)
     dest = operand_def(MemRefType)
 
     def __init__(
-        self, dest: SSAValue, rows: int, cols: int, diagonal: int, loop_strides: Sequence[int], window: int = 0
+        self,
+        dest: SSAValue,
+        rows: int,
+        cols: int,
+        diagonal: int,
+        loop_strides: Sequence[int],
+        window: int = 0,
+        period: int = 0,
     ):
         props = _props(rows=rows, cols=cols, diagonal=diagonal, loop_strides=list(loop_strides), window=window)
+        if period:
+            props |= _props(period=period)
         super().__init__(operands=[dest], properties=props)
+
+
+@irdl_op_definition
+class AllReduceOp(_VectorOp):
+    """dest = the sum of `source` over the `chips` chips of the tensor-parallel group (link engine).
+
+    tile.all_reduce %x, %x {chips = 2 : i64, rows = 4 : i64, cols = 8 : i64} : memref<...>, memref<...>
+    """
+
+    name = "tile.all_reduce"
+    chips = prop_def(IntegerAttr)
+    source = operand_def(MemRefType)
+    dest = operand_def(MemRefType)
+
+    def __init__(self, source: SSAValue, dest: SSAValue, chips: int, rows: int, cols: int):
+        super().__init__(operands=[source, dest], properties=_props(chips=chips, rows=rows, cols=cols))
 
 
 @irdl_op_definition
@@ -565,6 +636,7 @@ Tile = Dialect(
         SelectOp,
         FillOp,
         CausalMaskOp,
+        AllReduceOp,
         SignalOp,
         WaitOp,
     ],

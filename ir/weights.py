@@ -5,13 +5,25 @@ Weights never appear in IR text; the IR only carries their names::
     %w = tfm.weight {name = "lm_head.weight"} : tensor<100x32xf32>
 
 and `WeightStore` maps each name to its numpy array.
+
+A name `<base>#<derivation>` names a tensor computed from the weight `<base>`
+at compile time (`DERIVATIONS`); `resolve_weights` computes it when the
+backend lays out the constants, so compile-time transforms such as FP8
+quantisation (passes/quantize_fp8.py) stay out of the IR text::
+
+    %wq = tfm.weight {name = "fc.weight#fp8e4m3"} : tensor<64x32xf8E4M3FN>
+    %ws = tfm.weight {name = "fc.weight#fp8e4m3_scale"} : tensor<64xf32>
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
+import ml_dtypes
 import numpy as np
+
+FP8_E4M3_MAX = 448.0
+"""Largest finite float8_e4m3fn value; quantisation saturates to +-FP8_E4M3_MAX."""
 
 
 class WeightStore(Mapping[str, np.ndarray]):
@@ -47,3 +59,74 @@ class WeightStore(Mapping[str, np.ndarray]):
     def total_bytes(self) -> int:
         """Bytes taken by all arrays."""
         return sum(array.nbytes for array in self._arrays.values())
+
+
+def quantize_fp8_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel FP8 E4M3 quantisation of a torch-layout `[out, in]` weight.
+
+    scale[o] = max_i |w[o, i]| / 448 in float32 (1 for an all-zero row) and
+    q[o, i] = round_to_nearest_even(clip(w[o, i] / scale[o], -448, 448)) as float8_e4m3fn,
+    so that w ~ q * scale[:, None]. Returns (q, scale).
+    """
+    w = np.asarray(weight, np.float32)
+    if w.ndim != 2:
+        raise ValueError(f"per-channel FP8 quantisation needs a 2-D [out, in] weight, not shape {w.shape}")
+    amax = np.abs(w).max(axis=1)
+    scale = np.where(amax > 0, amax / np.float32(FP8_E4M3_MAX), np.float32(1)).astype(np.float32)
+    q = np.clip(w / scale[:, None], -FP8_E4M3_MAX, FP8_E4M3_MAX).astype(ml_dtypes.float8_e4m3fn)
+    return q, scale
+
+
+DERIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "fp8e4m3": lambda w: quantize_fp8_per_channel(w)[0],
+    "fp8e4m3_scale": lambda w: quantize_fp8_per_channel(w)[1],
+}
+"""Derived weights by suffix: `<base>#<suffix>` is `DERIVATIONS[suffix](weights[<base>])`."""
+
+
+def derived_name(base: str, derivation: str) -> str:
+    """The weight name of `derivation` applied to the weight `base`."""
+    if derivation not in DERIVATIONS:
+        raise KeyError(f"unknown weight derivation '{derivation}' (known: {', '.join(DERIVATIONS)})")
+    return f"{base}#{derivation}"
+
+
+def split_derived(name: str) -> tuple[str, str] | None:
+    """(base, derivation) of a derived weight name, or None for a stored weight."""
+    base, sep, derivation = name.rpartition("#")
+    return (base, derivation) if sep and derivation in DERIVATIONS else None
+
+
+class ResolvedWeights(Mapping[str, np.ndarray]):
+    """The stored weights plus, on demand, every derived weight name (computed when looked up, not kept)."""
+
+    def __init__(self, stored: Mapping[str, np.ndarray]) -> None:
+        self.stored = stored
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.stored:
+            return self.stored[name]
+        derived = split_derived(name)
+        if derived is None:
+            raise KeyError(name)
+        base, derivation = derived
+        return DERIVATIONS[derivation](np.asarray(self[base]))
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        derived = split_derived(name)
+        return name in self.stored or (derived is not None and derived[0] in self)
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stored)
+
+
+def resolve_weights(weights: Mapping[str, np.ndarray] | None) -> Mapping[str, np.ndarray] | None:
+    """`weights` with derived names resolvable (None stays None: a timing-only binary)."""
+    if weights is None or isinstance(weights, ResolvedWeights):
+        return weights
+    return ResolvedWeights(weights)

@@ -23,6 +23,7 @@ from tasic.backend.isa_spec import (
     Op,
     ReduceFn,
     UnaryFn,
+    matmul_batch,
 )
 from tasic.isa_sim.errors import SimError
 from tasic.isa_sim.memory import NP_DTYPES, Memory, convert, extent, strided, tile
@@ -132,6 +133,7 @@ def bind(program: Program, hbm: np.ndarray, sram: np.ndarray) -> list[Runner | N
         Op.VPU_SELECT: _select,
         Op.VPU_FILL: _fill,
         Op.VPU_CAUSAL: _causal,
+        Op.LINK_ALLREDUCE: _copy_one_chip,
     }
     views: dict[tuple[int, ...], np.ndarray] = {}  # fixed views, shared by instructions with the same operand
     runners: list[Runner | None] = []
@@ -139,6 +141,47 @@ def bind(program: Program, hbm: np.ndarray, sram: np.ndarray) -> list[Runner | N
         binder = binders.get(instr.opcode)
         runners.append(None if binder is None else binder(_Operands(program, pc, hbm, sram, views)))
     return runners
+
+
+def bind_chips(program: Program, hbms: list[np.ndarray], srams: list[np.ndarray]) -> list[Runner | None]:
+    """Runners that execute each instruction on every chip in turn (SPMD, lock step).
+
+    LINK_ALLREDUCE reads tile a on every chip, sums in f32 and writes the sum, rounded to dt_d, to tile d
+    on every chip.
+    """
+    chips = [bind(program, hbm, sram) for hbm, sram in zip(hbms, srams, strict=True)]
+    runners: list[Runner | None] = []
+    for pc, instr in enumerate(program.code):
+        if instr.opcode == Op.LINK_ALLREDUCE:
+            operands = [_Operands(program, pc, hbm, sram, {}) for hbm, sram in zip(hbms, srams, strict=True)]
+            runners.append(_all_reduce(operands))
+            continue
+        per_chip = [runners_of_chip[pc] for runners_of_chip in chips]
+        runners.append(None if per_chip[0] is None else _on_every_chip(per_chip))  # type: ignore[arg-type]
+    return runners
+
+
+def _on_every_chip(runners: list[Runner]) -> Runner:
+    def run(ops: Operands) -> None:
+        for runner in runners:
+            runner(ops)
+
+    return run
+
+
+def _all_reduce(chips: list[_Operands]) -> Runner:
+    i = chips[0].instr
+    sources = [o.read(1, i.dt_a, i.rows, i.cols) for o in chips]
+    dests = [o.write(0, i.dt_d, i.rows, i.cols) for o in chips]
+
+    def run(ops: Operands) -> None:
+        total = np.zeros((i.rows, i.cols), F32)
+        for source in sources:
+            total += source(ops[1])
+        for dest in dests:
+            dest(ops[0], total)
+
+    return run
 
 
 def bind_index_checks(program: Program, hbm: Memory, hbm_size: int) -> list[Runner | None]:
@@ -302,17 +345,30 @@ def _scatter(o: _Operands) -> Runner | None:
 
 def _matmul(o: _Operands) -> Runner:
     i = o.instr
-    a, b = o.read(1, i.dt_a, i.rows, i.depth), o.read(2, i.dt_b, i.depth, i.cols)
-    d, dst = o.read(0, i.dt_d, i.rows, i.cols), o.write(0, i.dt_d, i.rows, i.cols)
+    n = matmul_batch(i)
+    a, b = o.read(1, i.dt_a, i.rows * n, i.depth), o.read(2, i.dt_b, i.depth * n, i.cols)
+    d, dst = o.read(0, i.dt_d, i.rows * n, i.cols), o.write(0, i.dt_d, i.rows * n, i.cols)
     accumulate = bool(i.flags & FLAG_ACCUMULATE)
 
+    def product(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if n == 1:
+            return x @ y
+        return np.matmul(x.reshape(n, i.rows, i.depth), y.reshape(n, i.depth, i.cols)).reshape(n * i.rows, i.cols)
+
     def run(ops: Operands) -> None:
-        c = a(ops[1]) @ b(ops[2])
+        c = product(a(ops[1]), b(ops[2]))
         if accumulate:
             c += d(ops[0])
         dst(ops[0], c)
 
     return run
+
+
+def _copy_one_chip(o: _Operands) -> Runner:
+    """LINK_ALLREDUCE on a machine of one chip: the sum over one chip is the tile itself."""
+    i = o.instr
+    a, dst = o.read(1, i.dt_a, i.rows, i.cols), o.write(0, i.dt_d, i.rows, i.cols)
+    return lambda ops: dst(ops[0], a(ops[1]).copy())
 
 
 def _unary(o: _Operands) -> Runner:
@@ -380,7 +436,7 @@ def _causal(o: _Operands) -> Runner:
     """-inf where j - i > diag, and where j - i <= diag - depth when depth > 0 (sliding window)."""
     i = o.instr
     rows, cols = np.indices((i.rows, i.cols))
-    offset, window = cols - rows, i.depth
+    offset, window = cols - (rows % i.imm if i.imm > 0 else rows), i.depth
 
     def masked(diag: int) -> np.ndarray:
         mask = offset > diag

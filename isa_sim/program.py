@@ -18,6 +18,7 @@ from tasic.backend.isa_spec import (
     Op,
     ReduceFn,
     UnaryFn,
+    matmul_batch,
 )
 from tasic.backend.target import Target
 from tasic.isa_sim.errors import SimError
@@ -34,6 +35,8 @@ from tasic.isa_sim.timing import (
     Operands,
     dma_bytes,
     dma_cycles,
+    link_bytes,
+    link_cycles,
     mxu_cycles,
     vpu_cycles,
 )
@@ -57,6 +60,7 @@ MNEMONICS = {
     Op.VPU_SELECT: "vpu.select",
     Op.VPU_FILL: "vpu.fill",
     Op.VPU_CAUSAL: "vpu.causal",
+    Op.LINK_ALLREDUCE: "link.allreduce",
 }
 _FUNCS: dict[int, type[IntEnum]] = {
     Op.VPU_UNARY: UnaryFn,
@@ -91,6 +95,8 @@ class Program:
     labels: list[str]  # mnemonic plus function / semaphore, for reports and traces
     busy: list[int]  # engine cycles per execution (channel cycles for DMA)
     macs: list[int]  # MXU multiply-accumulates per execution
+    mac_slots: list[float]  # MACs at the MXU's rate for the dtype: MACs / rate (fp8 counts half)
+    link_bytes: list[int]  # chip-to-chip bytes sent per execution
     hbm_bytes: list[int]  # HBM bytes moved per execution
     sram_written: int  # instructions can write SRAM bytes [0, sram_written) only
 
@@ -112,6 +118,8 @@ def decode(code: list[Instr], target: Target, hbm_size: int, sram_size: int) -> 
     """Validate every instruction and pre-compute its kind, cost and bounds checks."""
     steps: list[Step] = []
     labels, busy, macs, moved = [], [], [], []
+    slots: list[float] = []
+    sent: list[int] = []
     sram_written = 0
     open_loops: list[int] = []
     for pc, instr in enumerate(code):
@@ -130,11 +138,13 @@ def decode(code: list[Instr], target: Target, hbm_size: int, sram_size: int) -> 
         sram_written = max(sram_written, write_end)
         op = instr.opcode
         busy.append(step[2] if step[0] >= K_DMA else 0)
-        macs.append(instr.rows * instr.cols * instr.depth if op == Op.MXU_MATMUL else 0)
+        macs.append(instr.rows * instr.cols * instr.depth * matmul_batch(instr) if op == Op.MXU_MATMUL else 0)
+        slots.append(macs[-1] / target.mxu.rate[DTYPE_NAMES[instr.dt_a]] if op == Op.MXU_MATMUL else 0.0)
+        sent.append(link_bytes(instr) if op == Op.LINK_ALLREDUCE else 0)
         moved.append(dma_bytes(instr) if step[0] == K_DMA else 0)
     if open_loops:
         raise SimError(f"instruction {open_loops[-1]} (loop): no matching endloop")
-    return Program(code, steps, labels, busy, macs, moved, sram_written)
+    return Program(code, steps, labels, busy, macs, slots, sent, moved, sram_written)
 
 
 def _mnemonic(instr: Instr) -> str:
@@ -182,6 +192,12 @@ def _decode_one(instr: Instr, target: Target, hbm_size: int, sram_size: int) -> 
     write_end = max((_write_end(check, regs) for check in every_check if check[4] and check[5]), default=0)
     if op in DMA_OPS:
         return (K_DMA, engine, dma_cycles(target, instr), 0, fixed, regs, checks), label, write_end
+    if op == Op.LINK_ALLREDUCE:
+        if instr.depth < 1 or instr.depth > target.chips:
+            raise ValueError(
+                f"an all-reduce over {instr.depth} chips does not fit target {target.name} ({target.chips})"
+            )
+        return (K_COMPUTE, engine, link_cycles(target, instr), 0, fixed, regs, checks), label, write_end
     cycles = mxu_cycles(target, instr) if op == Op.MXU_MATMUL else vpu_cycles(target, instr)
     return (K_COMPUTE, engine, cycles, 0, fixed, regs, checks), label, write_end
 
@@ -220,12 +236,13 @@ def _checks(instr: Instr, hbm: int, sram: int) -> list[Check]:
     if op == Op.DMA_SCATTER:
         return [dense(A, rows, cols, instr.dt_a, False), (B, *extent(rows, 1, 1, 1, instr.dt_b), hbm, False, False)]
     if op == Op.MXU_MATMUL:
+        batch = matmul_batch(instr)
         if depth == 0:
-            return [dense(D, rows, cols, instr.dt_d, True)]
+            return [dense(D, rows * batch, cols, instr.dt_d, True)]
         return [
-            dense(D, rows, cols, instr.dt_d, True),
-            dense(A, rows, depth, instr.dt_a, False),
-            dense(B, depth, cols, instr.dt_b, False),
+            dense(D, rows * batch, cols, instr.dt_d, True),
+            dense(A, rows * batch, depth, instr.dt_a, False),
+            dense(B, depth * batch, cols, instr.dt_b, False),
         ]
     if op == Op.VPU_BINARY:
         b_shape = {Broadcast.NONE: (rows, cols), Broadcast.ROW: (rows, 1), Broadcast.COL: (1, cols)}[instr.broadcast]
@@ -243,6 +260,6 @@ def _checks(instr: Instr, hbm: int, sram: int) -> list[Check]:
             dense(B, rows, cols, instr.dt_b, False),
             dense(C, rows, cols, DType.BOOL, False),
         ]
-    if op in (Op.VPU_UNARY, Op.VPU_SCALAR):
+    if op in (Op.VPU_UNARY, Op.VPU_SCALAR, Op.LINK_ALLREDUCE):
         return [dense(D, rows, cols, instr.dt_d, True), dense(A, rows, cols, instr.dt_a, False)]
     return [dense(D, rows, cols, instr.dt_d, True)]  # fill, causal

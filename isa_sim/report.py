@@ -13,7 +13,7 @@ from tasic.backend.target import Target
 from tasic.isa_sim.program import Program
 from tasic.isa_sim.timing import TraceRecord
 
-ENGINES = (Engine.DMA_LOAD, Engine.DMA_STORE, Engine.MXU, Engine.VPU)
+ENGINES = (Engine.DMA_LOAD, Engine.DMA_STORE, Engine.MXU, Engine.VPU, Engine.LINK)
 _ENGINE_NAMES = [engine.name for engine in Engine]  # by engine code
 NO_LOC = "<unknown>"
 
@@ -53,9 +53,12 @@ class Report:
     instructions: int  # dynamic, control instructions included
     busy: dict[str, int]  # engine name -> busy cycles (DMA: cycles on the HBM channel)
     mxu_macs: int
+    mxu_mac_slots: float  # MACs divided by the MXU rate of their dtype (fp8 MACs count half)
     mxu_peak_macs_per_cycle: int  # rows * cols * count (bf16 rate 1 normalisation)
     hbm_bytes: int
     hbm_bytes_per_cycle: float
+    link_bytes: int
+    link_bytes_per_cycle: float
     ops: list[OpStat]  # sorted by total busy cycles, largest first
     trace: list[TraceEvent] = field(default_factory=list)
     trace_truncated: bool = False
@@ -72,13 +75,18 @@ class Report:
 
     @property
     def mxu_utilization(self) -> float:
-        """Useful MACs over the peak MACs of the run (0..1)."""
-        return _ratio(self.mxu_macs, self.total_cycles * self.mxu_peak_macs_per_cycle)
+        """Useful MACs over the peak MACs of the run at their dtype's rate (0..1)."""
+        return _ratio(self.mxu_mac_slots, self.total_cycles * self.mxu_peak_macs_per_cycle)
 
     @property
     def hbm_utilization(self) -> float:
         """HBM bytes moved over what the bandwidth allows in the run (0..1)."""
         return _ratio(self.hbm_bytes, self.total_cycles * self.hbm_bytes_per_cycle)
+
+    @property
+    def link_utilization(self) -> float:
+        """Chip-to-chip bytes sent over what one chip's links allow in the run (0..1)."""
+        return _ratio(self.link_bytes, self.total_cycles * self.link_bytes_per_cycle)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (the trace itself is left out; see write_chrome_trace)."""
@@ -94,6 +102,8 @@ class Report:
             "mxu_utilization": self.mxu_utilization,
             "hbm_bytes": self.hbm_bytes,
             "hbm_utilization": self.hbm_utilization,
+            "link_bytes": self.link_bytes,
+            "link_utilization": self.link_utilization,
             "ops": [{**asdict(op), "total": op.total} for op in self.ops],
             "trace_events": len(self.trace),
             "trace_truncated": self.trace_truncated,
@@ -106,7 +116,8 @@ class Report:
             f"target {self.target} @ {self.clock_hz / 1e9:g} GHz: {self.total_cycles:,} cycles"
             f" = {self.seconds * 1e6:,.3f} us, {self.instructions:,} instructions",
             f"MXU utilisation {self.mxu_utilization:.1%} ({self.mxu_macs:,} MACs);"
-            f" HBM {self.hbm_bytes:,} bytes, {self.hbm_utilization:.1%} of bandwidth",
+            f" HBM {self.hbm_bytes:,} bytes, {self.hbm_utilization:.1%} of bandwidth"
+            + (f"; links {self.link_bytes:,} bytes, {self.link_utilization:.1%}" if self.link_bytes else ""),
             "",
             f"{'engine':<10} {'busy cycles':>14} {'busy':>7}",
         ]
@@ -138,7 +149,8 @@ def make_report(
     instr_locs = list(metadata.get("instr_locs", []))
     loc_names = [locs[i] if 0 <= i < len(locs) else NO_LOC for i in instr_locs]
     loc_names += [NO_LOC] * (len(program.code) - len(loc_names))
-    busy = {engine.name: 0 for engine in ENGINES}
+    engines = [e for e in ENGINES if e != Engine.LINK or any(step[1] == Engine.LINK for step in program.steps)]
+    busy = {engine.name: 0 for engine in engines}  # the link engine only for multi-chip programs
     per_loc: dict[str, OpStat] = {}
     for pc, count in enumerate(counts):
         if not count:
@@ -161,9 +173,12 @@ def make_report(
         instructions=sum(counts),
         busy=busy,
         mxu_macs=sum(c * m for c, m in zip(counts, program.macs, strict=True)),
+        mxu_mac_slots=sum(c * m for c, m in zip(counts, program.mac_slots, strict=True)),
         mxu_peak_macs_per_cycle=mxu.rows * mxu.cols * mxu.count,
         hbm_bytes=sum(c * b for c, b in zip(counts, program.hbm_bytes, strict=True)),
         hbm_bytes_per_cycle=target.hbm_bytes_per_cycle,
+        link_bytes=sum(c * b for c, b in zip(counts, program.link_bytes, strict=True)),
+        link_bytes_per_cycle=target.link_bytes_per_cycle,
         ops=sorted(per_loc.values(), key=lambda op: (-op.total, op.loc)),
         trace=[
             TraceEvent(Engine(engine).name, start, end, program.labels[pc], loc_names[pc])

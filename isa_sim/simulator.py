@@ -6,6 +6,7 @@ decode) can share a KV cache; `simulate` is one run on a fresh machine. docs/sim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ from tasic.backend.isa_spec import NUM_REGS, Engine
 from tasic.backend.target import Target
 from tasic.backend.tbin import Symbol, TBinary, TbinError, check_entry_io
 from tasic.isa_sim.errors import SimError
-from tasic.isa_sim.functional import bind, bind_index_checks
+from tasic.isa_sim.functional import bind, bind_chips, bind_index_checks
 from tasic.isa_sim.memory import Memory, SparseMemory, prepare_value, read_symbol, write_symbol
 from tasic.isa_sim.program import Program, decode
 from tasic.isa_sim.report import Report, make_report
@@ -42,10 +43,17 @@ class Machine:
     A timing-only machine computes no data: its HBM is sparse, zero except what `write` and run
     inputs store (the constants are not loaded), and gather / scatter read their indices from it
     only to check the table rows.
+
+    A tensor-parallel binary (metadata `chips` > 1) runs on that many chips in lock step, each with
+    its own HBM (its weight shards) and SRAM; `link.allreduce` sums across them. Callers see whole
+    tensors: sharded inputs are split over the chips and sharded outputs joined. Chips are
+    symmetric, so timing is chip 0's.
     """
 
     def __init__(self, binary: TBinary, target: Target, *, timing_only: bool = False) -> None:
         _check_target(binary, target)
+        if binary.metadata.get("timing_only") and not timing_only:
+            raise SimError("this binary was compiled without weights (timing only): simulate it with --timing-only")
         hbm_size = _hbm_size(binary, target)
         sram_needed = int(binary.metadata.get("sram_bytes", 0))
         if sram_needed > target.sram.bytes:
@@ -55,6 +63,12 @@ class Machine:
         self.binary = binary
         self.target = target
         self.timing_only = timing_only
+        self.chips = int(binary.metadata.get("chips", 1))
+        if self.chips > target.chips:
+            raise SimError(f"program runs on {self.chips} chips, target {target.name} has {target.chips}")
+        self._shards: dict[str, tuple[int, int]] = {
+            name: (int(dim), int(parts)) for name, (dim, parts) in binary.metadata.get("shards", {}).items()
+        }
         self._symbols = {sym.name: sym for sym in binary.symbols}
         self._entries = _entry_io(binary)
         self._default_io = (
@@ -62,18 +76,26 @@ class Machine:
             {sym.name: sym for sym in binary.symbols_of_kind("output")},
         )
         self._program = decode(binary.code, target, hbm_size, target.sram.bytes)
-        self._hbm: Memory
-        self._sram: np.ndarray | None = None
+        self._hbms: list[Memory]
+        self._srams: list[np.ndarray] = []
         if timing_only:
-            self._hbm = SparseMemory(hbm_size)
-            runners = bind_index_checks(self._program, self._hbm, hbm_size)
+            self._hbms = [SparseMemory(hbm_size)]
+            runners = bind_index_checks(self._program, self._hbms[0], hbm_size)
         else:
-            hbm = np.zeros(hbm_size, np.uint8)
-            hbm[: len(binary.constants)] = np.frombuffer(binary.constants, np.uint8)
+            image = np.zeros(hbm_size, np.uint8)
+            image[: len(binary.constants)] = np.frombuffer(binary.constants, np.uint8)
             for sym in binary.symbols_of_kind("kv"):
-                hbm[sym.address : sym.address + sym.nbytes] = 0
-            self._hbm, self._sram = hbm, np.zeros(target.sram.bytes, np.uint8)
-            runners = bind(self._program, hbm, self._sram)
+                image[sym.address : sym.address + sym.nbytes] = 0
+            hbms = [image] + [image.copy() for _ in range(1, self.chips)]
+            for chip in range(1, self.chips):
+                for sym, data in binary.chip_constants(chip):
+                    hbms[chip][sym.address : sym.address + sym.nbytes] = np.frombuffer(data, np.uint8)
+            self._hbms = list(hbms)
+            self._srams = [np.zeros(target.sram.bytes, np.uint8) for _ in range(self.chips)]
+            if self.chips == 1:
+                runners = bind(self._program, hbms[0], self._srams[0])
+            else:
+                runners = bind_chips(self._program, hbms, self._srams)
         self._slots = [
             (step[1], step[0], step[2], step[3], runner)
             for step, runner in zip(self._program.steps, runners, strict=True)
@@ -91,11 +113,11 @@ class Machine:
         pc = self._entry_pc(entry)
         expected, outputs = self._io(entry)
         if inputs is not None or not self.timing_only:
-            prepared = _prepare_inputs(expected, inputs or {})
+            prepared = _prepare_inputs(expected, inputs or {}, self.whole)
             for name, value in prepared.items():
-                write_symbol(self._hbm, expected[name], value)
-        if self._sram is not None:
-            self._sram[: self._program.sram_written] = 0
+                self._store(expected[name], value)
+        for sram in self._srams:
+            sram[: self._program.sram_written] = 0
         program = self._program
         scheduler = Scheduler(self.target.hbm.latency, self._slots, TRACE_LIMIT if trace else 0)
         with np.errstate(all="ignore"):  # inf and nan results are IEEE behaviour, not errors
@@ -118,16 +140,38 @@ class Machine:
         )
         if self.timing_only:
             return SimResult({}, report)
-        return SimResult({name: read_symbol(self._hbm, sym) for name, sym in outputs.items()}, report)
+        return SimResult({name: self._load(sym) for name, sym in outputs.items()}, report)
 
     def read(self, symbol_name: str) -> np.ndarray:
-        """A copy of the symbol's tensor in HBM (bf16 and f8 as float32, bool as bool)."""
-        return read_symbol(self._hbm, self._symbol(symbol_name))
+        """A copy of the symbol's (whole) tensor in HBM (bf16 and f8 as float32, bool as bool)."""
+        return self._load(self._symbol(symbol_name))
 
     def write(self, symbol_name: str, array: np.ndarray) -> None:
-        """Store `array` (checked against the symbol's shape and dtype) at the symbol's HBM address."""
+        """Store `array` (checked against the symbol's whole shape and dtype) at the symbol's HBM address."""
         sym = self._symbol(symbol_name)
-        write_symbol(self._hbm, sym, prepare_value(sym, array, f"symbol '{symbol_name}'"))
+        self._store(sym, prepare_value(self.whole(sym), array, f"symbol '{symbol_name}'"))
+
+    def whole(self, sym: Symbol) -> Symbol:
+        """The symbol as callers see it: a sharded one with its dim times the chips."""
+        shard = self._shards.get(sym.name)
+        if shard is None:
+            return sym
+        shape = list(sym.shape)
+        shape[shard[0]] *= shard[1]
+        return Symbol(sym.name, sym.kind, sym.address, tuple(shape), sym.dtype)
+
+    def _store(self, sym: Symbol, value: np.ndarray) -> None:
+        """Write a prepared whole tensor: every chip's part, or the same tensor to every chip."""
+        shard = self._shards.get(sym.name)
+        parts = np.split(value, shard[1], axis=shard[0]) if shard else [value] * len(self._hbms)
+        for hbm, part in zip(self._hbms, parts, strict=False):
+            write_symbol(hbm, sym, part)
+
+    def _load(self, sym: Symbol) -> np.ndarray:
+        shard = self._shards.get(sym.name)
+        if shard is None or len(self._hbms) == 1:
+            return read_symbol(self._hbms[0], sym)
+        return np.concatenate([read_symbol(hbm, sym) for hbm in self._hbms], axis=shard[0])
 
     def _symbol(self, name: str) -> Symbol:
         if name not in self._symbols:
@@ -214,7 +258,9 @@ def _entry_io(binary: TBinary) -> dict[str, EntryIO] | None:
     return entries
 
 
-def _prepare_inputs(expected: dict[str, Symbol], given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _prepare_inputs(
+    expected: dict[str, Symbol], given: dict[str, np.ndarray], whole: Callable[[Symbol], Symbol]
+) -> dict[str, np.ndarray]:
     """Inputs checked against their symbols and converted to their dtypes."""
     missing = sorted(set(expected) - set(given))
     if missing:
@@ -222,7 +268,7 @@ def _prepare_inputs(expected: dict[str, Symbol], given: dict[str, np.ndarray]) -
     extra = sorted(set(given) - set(expected))
     if extra:
         raise SimError(f"unknown input(s): {', '.join(extra)} (expected: {', '.join(sorted(expected)) or 'none'})")
-    return {name: prepare_value(expected[name], value, f"input '{name}'") for name, value in given.items()}
+    return {name: prepare_value(whole(expected[name]), value, f"input '{name}'") for name, value in given.items()}
 
 
 def _walk(program: Program, pc: int, scheduler: Scheduler, per_cycle: int) -> list[int]:

@@ -8,7 +8,16 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from tasic.backend.isa_spec import DTYPE_BYTES, DTYPE_NAMES, NUM_SEMAPHORES, TRANSCENDENTAL, Engine, Instr, Op
+from tasic.backend.isa_spec import (
+    DTYPE_BYTES,
+    DTYPE_NAMES,
+    NUM_SEMAPHORES,
+    TRANSCENDENTAL,
+    Engine,
+    Instr,
+    Op,
+    matmul_batch,
+)
 from tasic.backend.target import Target
 
 NUM_ENGINES = len(Engine)
@@ -25,7 +34,7 @@ TraceRecord = tuple[int, int, int, int]  # engine, start, end, static instructio
 def mxu_cycles(target: Target, instr: Instr) -> int:
     """SCALE-Sim output-stationary cycles of one MXU_MATMUL (KeyError: no rate for dt_a)."""
     mxu = target.mxu
-    folds = math.ceil(instr.rows / mxu.rows) * math.ceil(instr.cols / mxu.cols)
+    folds = math.ceil(instr.rows / mxu.rows) * math.ceil(instr.cols / mxu.cols) * matmul_batch(instr)
     sequential = math.ceil(folds / mxu.count)
     stream = math.ceil(instr.depth / mxu.rate[DTYPE_NAMES[instr.dt_a]])
     fill_drain = mxu.rows + mxu.cols - 2
@@ -44,6 +53,19 @@ def vpu_cycles(target: Target, instr: Instr) -> int:
     else:
         cost = vpu.cost["simple"]
     return math.ceil(instr.rows * instr.cols / vpu.lanes) * cost + vpu.latency
+
+
+def link_bytes(instr: Instr) -> int:
+    """Bytes one chip sends in an all-reduce: a reduce-scatter and an all-gather, (chips - 1) / chips each."""
+    chips = instr.depth
+    return 2 * (chips - 1) * instr.rows * instr.cols * DTYPE_BYTES[instr.dt_a] // chips if chips > 1 else 0
+
+
+def link_cycles(target: Target, instr: Instr) -> int:
+    """Cycles of one LINK_ALLREDUCE: two link latencies (reduce-scatter, all-gather) plus the bytes at link rate."""
+    if instr.depth <= 1:
+        return 1
+    return 2 * target.links.latency + math.ceil(link_bytes(instr) / target.link_bytes_per_cycle)
 
 
 def dma_bytes(instr: Instr) -> int:

@@ -35,6 +35,7 @@ from tasic.ir.isa import NUM_REGS, EntryOp, SymbolOp, create_instruction
 from tasic.passes.tiling.dtypes import dtype_name, element_bytes
 
 ALIGN = 64
+MAX_OFFSET = 2**31  # an instruction's byte offset from its address register is an i32
 KIND_ORDER = ("weight", "kv", "input", "output", "temp")
 
 
@@ -80,7 +81,11 @@ def _place_buffers(functions: list[func.FuncOp], entries: bool) -> tuple[dict[SS
         for function, buffer in (fb for fb in buffers if fb[1].kind.data == kind):
             name = buffer.sym.data
             shared = kind in ("weight", "kv")
-            key = (kind, name, str(buffer.transpose is not None)) if shared else (function.sym_name.data, name)
+            key = (
+                (kind, name, str(buffer.transpose is not None), str(buffer.shard))
+                if shared
+                else (function.sym_name.data, name)
+            )
             if key in placed:
                 addresses[buffer.result] = placed[key]
                 continue
@@ -104,6 +109,11 @@ def _symbol(buffer: tile.HbmBufferOp, entry: str | None, address: int) -> Symbol
         props["source"] = StringAttr(name)
     if buffer.transpose is not None:
         props["transpose"] = IntegerAttr(1, i64)
+    shard = buffer.shard
+    if shard is not None:
+        props["shard_dim"], props["shard_parts"] = IntegerAttr(shard[0], i64), IntegerAttr(shard[1], i64)
+        if kind == "weight":
+            props["name"] = StringAttr(f"{props['name'].data}@tp{shard[0]}")  # type: ignore[attr-defined]
     if entry is not None:
         props["name"] = StringAttr(f"{entry}.{name}")
         props["entry"] = StringAttr(entry)
@@ -127,7 +137,9 @@ class KernelLowering:
 
     kernel: tile.KernelOp
     addresses: dict[SSAValue, int]
-    accesses: dict[tuple[int, str], Access] = field(default_factory=dict)
+    registers: list[Access] = field(default_factory=list)
+    # (op, role) -> its register and the constant byte offset from the register's value
+    accesses: dict[tuple[int, str], tuple[Access, int]] = field(default_factory=dict)
     out: list[Operation] = field(default_factory=list)
 
     @property
@@ -138,7 +150,7 @@ class KernelLowering:
     def lower(self) -> list[Operation]:
         """Registers first, then the body."""
         self._assign_registers()
-        for access in self.accesses.values():
+        for access in self.registers:
             self._emit("addi", rd=access.register, rs=0, imm=access.base)
         self._block(self.kernel.body.block)
         return self.out
@@ -147,17 +159,35 @@ class KernelLowering:
         self.out.append(create_instruction(mnemonic, self.loc, **values))
 
     def _assign_registers(self) -> None:
+        """One register per distinct (loops, strides) pattern; accesses differing by a constant share it."""
+        by_pattern: dict[tuple[tuple[int, ...], tuple[int, ...]], list[Access]] = {}
         for op in self.kernel.walk():
             for role, (value, offset, strides, scale) in _addressed(op).items():
                 base = (self.addresses[value] if value is not None else 0) + offset * scale
                 loops = _enclosing_loops(op)
-                register = len(self.accesses) + 1
-                if register >= NUM_REGS:
-                    raise ValueError(f"kernel '{self.loc}' needs more than {NUM_REGS - 1} address registers")
-                self.accesses[(id(op), role)] = Access(register, base, loops, [s * scale for s in strides])
+                scaled = [s * scale for s in strides]
+                candidates = by_pattern.setdefault((tuple(id(loop) for loop in loops), tuple(scaled)), [])
+                access = next((a for a in candidates if abs(base - a.base) < MAX_OFFSET), None)
+                if access is None:
+                    register = len(self.registers) + 1
+                    if register >= NUM_REGS:
+                        raise ValueError(f"kernel '{self.loc}' needs more than {NUM_REGS - 1} address registers")
+                    access = Access(register, base, loops, scaled)
+                    self.registers.append(access)
+                    candidates.append(access)
+                self.accesses[(id(op), role)] = (access, base - access.base)
 
     def _register(self, op: Operation, role: str) -> int:
-        return self.accesses[(id(op), role)].register
+        return self.accesses[(id(op), role)][0].register
+
+    def _offset(self, op: Operation, role: str) -> int:
+        return self.accesses[(id(op), role)][1]
+
+    def _sram_operand(self, op: Operation, tile_value: SSAValue) -> dict[str, int]:
+        """sram_reg / sram_off of a DMA: a register when the SRAM address moves with loops, else r0."""
+        if (id(op), "sram") in self.accesses:
+            return {"sram_reg": self._register(op, "sram"), "sram_off": self._offset(op, "sram")}
+        return {"sram_reg": 0, "sram_off": _sram(tile_value, op.int_prop("sram_offset"))}  # type: ignore[attr-defined]
 
     def _block(self, block: object) -> None:
         for op in block.ops:  # type: ignore[attr-defined]
@@ -168,7 +198,7 @@ class KernelLowering:
 
     def _loop(self, loop: tile.LoopOp) -> None:
         count = loop.count.value.data
-        moving = [(a, a.strides[a.loops.index(loop)]) for a in self.accesses.values() if loop in a.loops]
+        moving = [(a, a.strides[a.loops.index(loop)]) for a in self.registers if loop in a.loops]
         moving = [(a, s) for a, s in moving if s != 0]
         self._emit("loop", count=count)
         self._block(loop.body.block)
@@ -182,28 +212,31 @@ class KernelLowering:
         reg = self._register
         if isinstance(op, tile.DmaLoadOp):
             self._emit(
-                "dma_load", sram_reg=0, sram_off=_sram(op.dest, op.int_prop("sram_offset")), hbm_reg=reg(op, "hbm"),
-                hbm_off=0, rows=op.int_prop("rows"), cols=op.int_prop("cols"), row_stride=op.int_prop("row_stride"),
-                col_stride=op.int_prop("col_stride"), dt_sram=_dt(op.dest), dt_hbm=_dt(op.source),
+                "dma_load", **self._sram_operand(op, op.dest), hbm_reg=reg(op, "hbm"),
+                hbm_off=self._offset(op, "hbm"), rows=op.int_prop("rows"), cols=op.int_prop("cols"),
+                row_stride=op.int_prop("row_stride"), col_stride=op.int_prop("col_stride"), dt_sram=_dt(op.dest),
+                dt_hbm=_dt(op.source),
             )  # fmt: skip
         elif isinstance(op, tile.DmaStoreOp):
             self._emit(
-                "dma_store", hbm_reg=reg(op, "hbm"), hbm_off=0, sram_reg=0,
-                sram_off=_sram(op.source, op.int_prop("sram_offset")), rows=op.int_prop("rows"),
+                "dma_store", hbm_reg=reg(op, "hbm"), hbm_off=self._offset(op, "hbm"),
+                **self._sram_operand(op, op.source), rows=op.int_prop("rows"),
                 cols=op.int_prop("cols"), row_stride=op.int_prop("row_stride"), col_stride=op.int_prop("col_stride"),
                 dt_hbm=_dt(op.dest), dt_sram=_dt(op.source),
             )  # fmt: skip
         elif isinstance(op, tile.DmaGatherOp):
             self._emit(
-                "dma_gather", sram_reg=0, sram_off=_sram(op.dest), table_reg=reg(op, "table"), table_off=0,
-                ids_reg=reg(op, "ids"), ids_off=0, rows=op.int_prop("rows"), cols=op.int_prop("cols"),
+                "dma_gather", **self._sram_operand(op, op.dest), table_reg=reg(op, "table"),
+                table_off=self._offset(op, "table"), ids_reg=reg(op, "ids"), ids_off=self._offset(op, "ids"),
+                rows=op.int_prop("rows"), cols=op.int_prop("cols"),
                 table_stride=op.int_prop("row_stride"), dt_sram=_dt(op.dest), dt_table=_dt(op.table),
                 dt_ids=_dt(op.ids),
             )  # fmt: skip
         elif isinstance(op, tile.DmaScatterOp):
             self._emit(
-                "dma_scatter", table_reg=reg(op, "table"), table_off=0, sram_reg=0, sram_off=_sram(op.source),
-                ids_reg=reg(op, "ids"), ids_off=0, rows=op.int_prop("rows"), cols=op.int_prop("cols"),
+                "dma_scatter", table_reg=reg(op, "table"), table_off=self._offset(op, "table"),
+                **self._sram_operand(op, op.source), ids_reg=reg(op, "ids"), ids_off=self._offset(op, "ids"),
+                rows=op.int_prop("rows"), cols=op.int_prop("cols"),
                 table_stride=op.int_prop("row_stride"), dt_table=_dt(op.table), dt_sram=_dt(op.source),
                 dt_ids=_dt(op.ids),
             )  # fmt: skip
@@ -212,6 +245,7 @@ class KernelLowering:
                 "mxu_matmul", c_reg=0, c_off=_sram(op.acc), a_reg=0, a_off=_sram(op.lhs), b_reg=0,
                 b_off=_sram(op.rhs), m=op.int_prop("m"), n=op.int_prop("n"), k=op.int_prop("k"),
                 accumulate=op.int_prop("accumulate"), dt_c=_dt(op.acc), dt_a=_dt(op.lhs), dt_b=_dt(op.rhs),
+                batch=op.batch_count,
             )  # fmt: skip
         elif isinstance(op, tile.SignalOp | tile.WaitOp):
             self._emit(
@@ -236,10 +270,15 @@ class KernelLowering:
             self._emit("vpu_select", **operands, c_reg=0, c_off=_sram(op.cond), **size)
         elif isinstance(op, tile.FillOp):
             self._emit("vpu_fill", **_vec(op.dest, "d"), **size, value=op.value.value.data)
+        elif isinstance(op, tile.AllReduceOp):
+            operands = _vec(op.dest, "d") | _vec(op.source, "a")
+            self._emit("link_allreduce", **operands, chips=op.int_prop("chips"), **size)
         elif isinstance(op, tile.CausalMaskOp):
             self._emit(
-                "vpu_causal", d_reg=0, d_off=_sram(op.dest), diag_reg=self._register(op, "diag"), diag_off=0,
+                "vpu_causal", d_reg=0, d_off=_sram(op.dest), diag_reg=self._register(op, "diag"),
+                diag_off=self._offset(op, "diag"),
                 window=op.int_prop("window"), dt_d=_dt(op.dest), **size,
+                period=op.period.value.data if op.period is not None else 0,
             )  # fmt: skip
         else:
             raise NotImplementedError(f"lower-to-isa cannot lower {op.name}")
@@ -248,11 +287,22 @@ class KernelLowering:
 def _addressed(op: Operation) -> dict[str, tuple[SSAValue | None, int, list[int], int]]:
     """Per address role of an op: (HBM buffer or None, element offset, loop strides, bytes per unit)."""
     if isinstance(op, tile.DmaLoadOp | tile.DmaStoreOp):
-        hbm = op.source if isinstance(op, tile.DmaLoadOp) else op.dest
+        hbm, sram = (op.source, op.dest) if isinstance(op, tile.DmaLoadOp) else (op.dest, op.source)
         strides = tile.int_list(op.loop_strides)
-        return {"hbm": (hbm, op.int_prop("offset"), strides, element_bytes(hbm.type.element_type))}
+        roles = {"hbm": (hbm, op.int_prop("offset"), strides, element_bytes(hbm.type.element_type))}
+        if op.sram_loop_strides is not None:
+            eb = element_bytes(sram.type.element_type)
+            sram_strides = [s * eb for s in tile.int_list(op.sram_loop_strides)]
+            roles["sram"] = (None, _sram(sram, op.int_prop("sram_offset")), sram_strides, 1)
+        return roles
     if isinstance(op, tile.DmaGatherOp | tile.DmaScatterOp):
-        return {
+        sram = op.dest if isinstance(op, tile.DmaGatherOp) else op.source
+        sram_role = {}
+        if op.sram_loop_strides is not None:
+            eb = element_bytes(sram.type.element_type)
+            sram_strides = [s * eb for s in tile.int_list(op.sram_loop_strides)]
+            sram_role["sram"] = (None, _sram(sram, op.int_prop("sram_offset")), sram_strides, 1)
+        return sram_role | {
             "ids": (
                 op.ids,
                 op.int_prop("offset"),

@@ -1,7 +1,8 @@
 """plan-sram: give every SRAM tile of a kernel a byte offset, checking capacity.
 
-Kernels run one after another, so each kernel's tiles are placed from
-address 0, 64-byte aligned, in declaration order. Before::
+Each kernel's tiles are placed one after another, 64-byte aligned, in declaration order: from
+address 0 in even kernels, and ending at the top of SRAM in odd ones, so that consecutive kernels
+use different bytes when they fit together and insert-sync lets them overlap. Before::
 
     %a = tile.sram {offset = -1 : i64} : memref<16x32xf32, "sram">
     %b = tile.sram {offset = -1 : i64} : memref<16x1xf32, "sram">
@@ -37,13 +38,14 @@ class PlanSramPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Assign offsets kernel by kernel."""
         capacity = load_target(self.target).sram.bytes
-        for kernel in op.walk():
-            if isinstance(kernel, tile.KernelOp):
-                _place(kernel, capacity)
+        for index, kernel in enumerate(k for k in op.walk() if isinstance(k, tile.KernelOp)):
+            _place(kernel, capacity, from_top=index % 2 == 1)
 
 
-def _place(kernel: tile.KernelOp, capacity: int) -> None:
-    address = 0
+def _place(kernel: tile.KernelOp, capacity: int, from_top: bool) -> None:
+    buffers = [b for b in kernel.body.block.ops if isinstance(b, tile.SramBufferOp)]
+    total = sum(-(-tile_bytes(b.result.type) // ALIGN) * ALIGN for b in buffers)
+    address = (capacity - total) // ALIGN * ALIGN if from_top and total <= capacity else 0
     for buffer in kernel.body.block.ops:
         if not isinstance(buffer, tile.SramBufferOp):
             continue

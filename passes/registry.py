@@ -37,16 +37,40 @@ def _raise_attention() -> type[ModulePass]:
     return RaiseAttentionPass
 
 
+def _raise_rope() -> type[ModulePass]:
+    from tasic.passes.raise_rope import RaiseRopePass
+
+    return RaiseRopePass
+
+
 def _decode_buckets() -> type[ModulePass]:
     from tasic.passes.decode_buckets import DecodeBucketsPass
 
     return DecodeBucketsPass
 
 
+def _shard_tp() -> type[ModulePass]:
+    from tasic.passes.shard_tensor_parallel import ShardTensorParallelPass
+
+    return ShardTensorParallelPass
+
+
+def _quantize_fp8() -> type[ModulePass]:
+    from tasic.passes.quantize_fp8 import QuantizeFp8Pass
+
+    return QuantizeFp8Pass
+
+
 def _tile() -> type[ModulePass]:
     from tasic.passes.tile import TilePass
 
     return TilePass
+
+
+def _double_buffer() -> type[ModulePass]:
+    from tasic.passes.double_buffer import DoubleBufferPass
+
+    return DoubleBufferPass
 
 
 def _plan_sram() -> type[ModulePass]:
@@ -73,8 +97,12 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "raise-rms-norm": _raise_rms_norm,
     "raise-gelu": _raise_gelu,
     "raise-attention": _raise_attention,
+    "raise-rope": _raise_rope,
     "decode-buckets": _decode_buckets,
+    "quantize-fp8": _quantize_fp8,
+    "shard-tp": _shard_tp,
     "tile": _tile,
+    "double-buffer": _double_buffer,
     "plan-sram": _plan_sram,
     "insert-sync": _insert_sync,
     "lower-to-isa": _lower_to_isa,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, FunctionType, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, FunctionType, IntegerAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
@@ -48,6 +48,7 @@ KERNELS: dict[type[Operation], Callable[[TileContext, Operation], None]] = {
     tfm.WhereOp: kernels.where,
     tfm.MatmulOp: kernels.matmul,
     tfm.LinearOp: kernels.linear,
+    tfm.QuantizeOp: kernels.quantize,
     tfm.SoftmaxOp: kernels.softmax,
     tfm.LayerNormOp: kernels.layer_norm,
     tfm.RmsNormOp: kernels.rms_norm,
@@ -56,6 +57,8 @@ KERNELS: dict[type[Operation], Callable[[TileContext, Operation], None]] = {
     tfm.AttentionOp: kernels.attention,
     tfm.ConcatOp: kernels.concat,
     tfm.IndexCopyOp: kernels.index_copy,
+    tfm.AllReduceOp: kernels.all_reduce,
+    tfm.RopeOp: kernels.rope,
 }  # type: ignore[dict-item]
 
 
@@ -69,11 +72,28 @@ def io_names(function: func.FuncOp, key: str, count: int, default: str) -> list[
 
 @dataclass(frozen=True)
 class TilePass(ModulePass):
-    """Lower every tfm function to tile kernels for a target; float tensors stored as `dtype`."""
+    """Lower every tfm function to tile kernels for a target; float tensors stored as `dtype`.
+
+    `decode_batch` lets attention with few query rows per sequence (decode) put many sequences
+    through each matrix instruction; false gives one sequence and head group at a time. `flash`
+    tiles long attention into key blocks with an online softmax (skipping blocks above a causal
+    diagonal); false computes whole score rows per query tile. `cost_model` picks matmul tiles by
+    estimated time under the SRAM capacity (tiling/cost.py); false uses fixed caps (8 x 8 arrays).
+    `epilogue_fusion` applies elementwise consumers of a matmul or all-reduce to its output tile
+    before the store (tiling/epilogue.py); false gives each its own kernel. `allreduce_overlap`
+    reduces a row-parallel matmul's output tile by tile inside the matmul kernel, so the links work
+    while the MXU computes the next tile (off by default: on the seed step the column chunks cost the
+    MXU more than the overlap saves, docs/seed.md); false gives the all-reduce a kernel of its own.
+    """
 
     name = "tile"
     target: str = "tiny"
     dtype: str = "f32"
+    decode_batch: bool = True
+    flash: bool = True
+    cost_model: bool = True
+    epilogue_fusion: bool = True
+    allreduce_overlap: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Replace each tfm function by its tile-level form."""
@@ -81,11 +101,18 @@ class TilePass(ModulePass):
         for function in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
             if any(isinstance(o, tfm.TfmOp) for o in function.walk()):
                 function.detach()
-                op.body.block.add_op(_lower_function(function, target, self.dtype))
+                options = {
+                    "decode_batch": self.decode_batch,
+                    "flash": self.flash,
+                    "cost_model": self.cost_model,
+                    "epilogue_fusion": self.epilogue_fusion,
+                    "allreduce_overlap": self.allreduce_overlap,
+                }
+                op.body.block.add_op(_lower_function(function, target, self.dtype, options))
                 function.erase()
 
 
-def _lower_function(function: func.FuncOp, target, dtype: str) -> func.FuncOp:
+def _lower_function(function: func.FuncOp, target, dtype: str, options: dict[str, bool]) -> func.FuncOp:
     args = function.body.block.args
     ret = function.body.block.last_op
     assert isinstance(ret, func.ReturnOp)
@@ -102,11 +129,13 @@ def _lower_function(function: func.FuncOp, target, dtype: str) -> func.FuncOp:
             states.append((value, name))
         else:
             returned.setdefault(value, []).append(name)
-    context = TileContext(target=target, float_dtype=dtype, block=block, output_names=returned)
+    context = TileContext(target=target, float_dtype=dtype, block=block, output_names=returned, **options)
+    shards = _arg_shards(function)
     for arg, name in zip(args, input_names, strict=True):
         shape = tfm.shape_of(arg)
         kind = "kv" if name in state_names else "input"
-        context.views[arg] = View.dense(context.hbm(name, kind, shape, context.storage_type(arg.type)), shape)
+        buffer = context.hbm(name, kind, shape, context.storage_type(arg.type), shard=shards.get(name))
+        context.views[arg] = View.dense(buffer, shape)
     for op in function.body.block.ops:
         if not isinstance(op, func.ReturnOp):
             _lower_op(context, op)
@@ -122,7 +151,17 @@ def _lower_function(function: func.FuncOp, target, dtype: str) -> func.FuncOp:
     return lowered
 
 
+def _arg_shards(function: func.FuncOp) -> dict[str, tuple[int, int]]:
+    """(dim, chips) of each argument split over chips by shard-tp (`tfm.shards`, `tfm.chips`)."""
+    shards, chips = function.attributes.get("tfm.shards"), function.attributes.get("tfm.chips")
+    if not isinstance(shards, DictionaryAttr) or not isinstance(chips, IntegerAttr):
+        return {}
+    return {name: (dim.value.data, chips.value.data) for name, dim in shards.data.items()}  # type: ignore[attr-defined]
+
+
 def _lower_op(context: TileContext, op: Operation) -> None:
+    if op in context.fused:
+        return  # computed in its producer's kernel (epilogue fusion)
     if isinstance(op, tfm.WeightOp):
         return  # buffers are declared on first use, in the layout that use needs
     view_op = _view_of_layout_op(context, op)

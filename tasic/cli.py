@@ -36,10 +36,15 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     target = load_target(args.target)
     if args.print_pipeline:
-        print(args.pipeline or default_pipeline(target.spec, args.dtype))
+        print(args.pipeline or default_pipeline(target.spec, args.dtype, args.tp, args.quantize, args.calibration))
         return
+    if args.config is not None:
+        _compile_step(args, target)
+        return
+    if args.timing_only:
+        raise UsageError("--timing-only compiles from a --config (no weights); a MODEL brings its weights")
     if args.model is None:
-        raise UsageError("compile needs a MODEL (a Hugging Face model directory or file.py:function)")
+        raise UsageError("compile needs a MODEL (a Hugging Face model directory or file.py:function) or --config")
     if args.batch < 1 or args.seq_len < 1 or (args.context is not None and args.context <= args.seq_len):
         raise UsageError("--batch and --seq-len must be >= 1, and --context larger than --seq-len")
     if args.context:
@@ -53,7 +58,10 @@ def cmd_compile(args: argparse.Namespace) -> None:
     _progress(f"      {time.perf_counter() - start:.2f}s, {sum(1 for _ in graph.module.walk())} ops")
     _progress(f"[2/3] compiling for {target.name} in {args.dtype}")
     metadata = {"model": str(args.model), "inputs": graph.input_names, "outputs": graph.output_names}
-    binary = compile_module(graph.module, graph.weights, target, args.dtype, args.pipeline, metadata, _progress)
+    binary = compile_module(
+        graph.module, graph.weights, target, args.dtype, args.pipeline, metadata, _progress, tp=args.tp,
+        quantize=args.quantize, calibration=args.calibration,
+    )  # fmt: skip
     _progress(f"[3/3] writing {args.output}")
     write_tbin(binary, args.output)
     size = Path(args.output).stat().st_size
@@ -62,6 +70,35 @@ def cmd_compile(args: argparse.Namespace) -> None:
         f"HBM {binary.metadata['hbm_bytes']} bytes, SRAM {binary.metadata['sram_bytes']} bytes, "
         f"{time.perf_counter() - start:.1f}s"
     )
+
+
+def _compile_step(args: argparse.Namespace, target: Target) -> None:
+    """A serving step of a Llama-family config (no weights): compile, then simulate its timing."""
+    from tasic.backend.tbin import write_tbin
+    from tasic.frontend.llama_step import BatchStep
+    from tasic.serving import compile_step, load_config, simulate_step
+
+    if args.model is not None:
+        raise UsageError("give either a MODEL or --config, not both")
+    if not args.timing_only:
+        raise UsageError("--config has no weights: add --timing-only (the binary can only be timed)")
+    config = load_config(args.config)
+    step = BatchStep.seed(args.prefill, args.decode, args.output_tokens, args.decode_groups)
+    start = time.perf_counter()
+    _progress(
+        f"[1/3] {config.name}: {config.layers} layers, hidden {config.hidden}; step {step.prefill} prefill +"
+        f" {step.decode_tokens} decode tokens; {args.tp} chip(s) of {target.name}, {args.dtype}"
+        + (f", {args.quantize} linears" if args.quantize else "")
+    )
+    if args.calibration:
+        raise UsageError("--config has no weights to calibrate: FP8 steps use run-time activation scales")
+    binary = compile_step(config, step, target, args.dtype, args.tp, args.pipeline, _progress, args.quantize)
+    compile_s = time.perf_counter() - start
+    _progress(f"[2/3] writing {args.output} ({len(binary.code):,} instructions, compiled in {compile_s:.1f}s)")
+    write_tbin(binary, args.output)
+    _progress("[3/3] simulating the step (timing only)")
+    for line in simulate_step(binary, config, step, target, args.tp).lines():
+        print(line)
 
 
 def _input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
@@ -87,7 +124,10 @@ def _compile_llm(args: argparse.Namespace, target: Target) -> None:
     _progress(
         f"[1/2] importing {args.model} as an LLM (batch {args.batch}, prompt {args.seq_len}, context {args.context})"
     )
-    binary, _ = compile_llm(args.model, target, args.dtype, args.batch, args.context, args.seq_len, _progress)
+    binary, _ = compile_llm(
+        args.model, target, args.dtype, args.batch, args.context, args.seq_len, _progress,
+        args.quantize, args.calibration,
+    )  # fmt: skip
     _progress(f"[2/2] writing {args.output}")
     write_tbin(binary, args.output)
     entries = ", ".join(binary.entry_points)
@@ -112,7 +152,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if tokenizer is None:
         raise UsageError(f"no tokenizer found for {args.model}: give --tokenizer (a model directory or .gguf)")
     if not args.model.endswith(".tbin"):
-        binary, _ = compile_llm(args.model, target, args.dtype, 1, args.context, args.prompt_len, _progress)
+        binary, _ = compile_llm(
+            args.model, target, args.dtype, 1, args.context, args.prompt_len, _progress,
+            args.quantize, args.calibration,
+        )  # fmt: skip
     if args.chat:
         messages = [{"role": "user", "content": args.prompt}]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -137,6 +180,23 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(line)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """Run a causal LM on sample prompts and write each linear's max |input| (static FP8 scales)."""
+    from tasic.frontend.calibrate import calibrate_llm, write_calibration
+
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise UsageError(f"no such prompts file: {path}")
+        prompts += [line for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise UsageError("calibrate needs sample prompts: --prompt TEXT (repeatable) or --prompts-file FILE")
+    amax = calibrate_llm(args.model, prompts, chat=args.chat)
+    write_calibration(amax, args.output)
+    print(f"wrote {args.output}: max |input| of {len(amax)} linear layers over {len(prompts)} prompts")
+
+
 def _load_inputs(path: str | None) -> dict[str, np.ndarray]:
     if path is None:
         return {}
@@ -159,7 +219,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     target = load_target(args.target or binary.target_name)
     start = time.perf_counter()
     machine = Machine(binary, target, timing_only=args.timing_only)
-    result = machine.run(args.entry, _load_inputs(args.inputs), trace=bool(args.trace))
+    inputs = _load_inputs(args.inputs) if args.inputs else None
+    result = machine.run(args.entry, inputs, trace=bool(args.trace))
     wall = time.perf_counter() - start
     if args.outputs:
         np.savez(args.outputs, **result.outputs)
@@ -207,6 +268,19 @@ def cmd_targets(_args: argparse.Namespace) -> None:
         print(f"{name:12s} {load_target(name).description}")
 
 
+def _quantize_options(parser: argparse.ArgumentParser) -> None:
+    """--quantize and --calibration (docs/quantization.md)."""
+    parser.add_argument(
+        "--quantize",
+        choices=["fp8", "fp8-row"],
+        help="linear layers in FP8 E4M3 with fp32 accumulation: per-channel weight scales, activation scales "
+        "per tensor (fp8) or per row (fp8-row), computed at run time",
+    )
+    parser.add_argument(
+        "--calibration", help="with --quantize fp8: static activation scales, a JSON file of weight name -> max |input|"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="tasic", description="Compile transformers for a transformer-only ASIC.")
@@ -219,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", default="model.tbin", help="output binary (default: model.tbin)")
     comp.add_argument("--target", default="tiny", help="target name or .toml file (see `tasic targets`; default tiny)")
     comp.add_argument("--dtype", default="f32", help="storage and matrix dtype of floats: f32 or bf16 (default f32)")
+    _quantize_options(comp)
     comp.add_argument("--batch", type=int, default=1, help="batch size compiled in (default 1)")
     comp.add_argument("--seq-len", type=int, default=16, help="sequence length compiled in (default 16)")
     comp.add_argument(
@@ -233,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=DxD",
         help="shape of an ONNX input with dynamic dimensions, e.g. input_ids=1x128 (repeatable)",
     )
+    comp.add_argument("--tp", type=int, default=1, help="tensor-parallel degree: chips to split the model over")
+    comp.add_argument(
+        "--config",
+        help="compile a serving step of a Llama-family config.json (or a shipped name: llama-3-70b), no weights",
+    )
+    comp.add_argument("--timing-only", action="store_true", help="with --config: no weights, timing simulation")
+    comp.add_argument("--prefill", type=int, default=2048, help="--config step: prompt tokens (default 2048)")
+    comp.add_argument("--decode", type=int, default=127, help="--config step: decoding sequences (default 127)")
+    comp.add_argument(
+        "--output-tokens", type=int, default=128, help="--config step: tokens each sequence generates (default 128)"
+    )
+    comp.add_argument("--decode-groups", type=int, default=4, help="--config step: context groups (default 4)")
     comp.add_argument("--pipeline", help="pass pipeline to run instead of the default (see --print-pipeline)")
     comp.add_argument("--print-pipeline", action="store_true", help="print the default pass pipeline and exit")
     comp.set_defaults(handler=cmd_compile)
@@ -259,10 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
     gen.add_argument("--target", help="target (default tiny, or the binary's)")
     gen.add_argument("--dtype", default="f32", help="f32 or bf16 when compiling (default f32)")
+    _quantize_options(gen)
     gen.add_argument("--context", type=int, default=256, help="KV-cache positions when compiling (default 256)")
     gen.add_argument("--prompt-len", type=int, default=64, help="longest prompt when compiling (default 64)")
     gen.add_argument("--tokenizer", help="model directory or .gguf holding the tokenizer (for a .tbin)")
     gen.set_defaults(handler=cmd_generate)
+
+    cal = sub.add_parser("calibrate", help="static FP8 activation scales of an LLM from sample prompts")
+    cal.add_argument("model", help="a Hugging Face causal LM directory or a .gguf file")
+    cal.add_argument("--prompt", action="append", help="a sample prompt (repeatable)")
+    cal.add_argument("--prompts-file", help="a text file of sample prompts, one per line")
+    cal.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
+    cal.add_argument("-o", "--output", default="calibration.json", help="output JSON (default calibration.json)")
+    cal.set_defaults(handler=cmd_calibrate)
 
     dump = sub.add_parser("objdump", help="disassemble a binary")
     dump.add_argument("binary", help="a .tbin file")

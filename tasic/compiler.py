@@ -6,6 +6,7 @@ The pipeline is a list of pass names from passes/registry.py; it is printable
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,25 +19,49 @@ from tasic.backend.emit import emit_binary
 from tasic.backend.target import Target
 from tasic.backend.tbin import TBinary
 from tasic.ir.dialects import tasic_context
+from tasic.ir.weights import resolve_weights
 from tasic.passes.registry import PASSES
 
-RAISE_PASSES = ("raise-linear", "raise-layer-norm", "raise-rms-norm", "raise-gelu", "raise-attention")
+RAISE_PASSES = ("raise-linear", "raise-layer-norm", "raise-rms-norm", "raise-gelu", "raise-attention", "raise-rope")
 FLOAT_DTYPES = ("f32", "bf16")
+QUANTIZE_MODES = {"fp8": "quantize-fp8", "fp8-row": 'quantize-fp8{granularity="row"}'}
+"""--quantize choices: FP8 E4M3 linears with per-tensor (fp8) or per-row (fp8-row) activation scales."""
 
 
 class CompileError(Exception):
     """A model that cannot be compiled for a target (message is user-facing)."""
 
 
-def default_pipeline(target: str, dtype: str) -> str:
-    """The standard pipeline for a target (shipped name or .toml path), as a pass-pipeline string."""
+def default_pipeline(
+    target: str, dtype: str, tp: int = 1, quantize: str | None = None, calibration: str | None = None
+) -> str:
+    """The standard pipeline for a target (shipped name or .toml path), as a pass-pipeline string.
+
+    With `tp` > 1 the model is split over that many chips (tensor parallelism, pass shard-tp).
+    `quantize` (a QUANTIZE_MODES key) adds quantize-fp8 after the raise and sharding passes; `calibration`, a JSON
+    file of weight name -> max |input| (docs/quantization.md), makes its activation scales static.
+    """
+    sharding = [f"shard-tp{{chips={tp}}}"] if tp > 1 else []
+    quantization = [quantize_pass(quantize, calibration)] if quantize else []
     lowering = [
         f'tile{{target="{target}" dtype={dtype}}}',
+        f'double-buffer{{target="{target}"}}',
         f'plan-sram{{target="{target}"}}',
         "insert-sync",
         "lower-to-isa",
     ]
-    return ",".join([*RAISE_PASSES, *lowering])
+    return ",".join([*RAISE_PASSES, *sharding, *quantization, *lowering])
+
+
+def quantize_pass(quantize: str, calibration: str | None = None) -> str:
+    """The quantize-fp8 pass spec of a --quantize mode (and an optional calibration file)."""
+    if quantize not in QUANTIZE_MODES:
+        raise CompileError(f"unsupported quantization '{quantize}': choose one of {', '.join(QUANTIZE_MODES)}")
+    if not calibration:
+        return QUANTIZE_MODES[quantize]
+    if quantize != "fp8":
+        raise CompileError("a calibration file gives static per-tensor scales: use it with --quantize fp8")
+    return f"quantize-fp8{{calibration={json.dumps(str(calibration))}}}"
 
 
 def run_pipeline(module: ModuleOp, spec: str, progress: Callable[[str], None] | None = None) -> None:
@@ -56,23 +81,37 @@ def run_pipeline(module: ModuleOp, spec: str, progress: Callable[[str], None] | 
 
 def compile_module(
     module: ModuleOp,
-    weights: Mapping[str, np.ndarray],
+    weights: Mapping[str, np.ndarray] | None,
     target: Target,
     dtype: str,
     pipeline: str | None = None,
     metadata: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    tp: int = 1,
+    quantize: str | None = None,
+    calibration: str | None = None,
 ) -> TBinary:
-    """Run the pipeline on a tfm module and encode the result for `target`."""
+    """Run the pipeline on a tfm module and encode the result for `target`.
+
+    `weights` None makes a timing-only binary (no constants); `tp` > 1 splits the model over chips;
+    `quantize` / `calibration` add quantize-fp8 to the default pipeline (see `default_pipeline`).
+    """
+    from tasic.passes.quantize_fp8 import QuantizeError
+    from tasic.passes.shard_tensor_parallel import ShardingError
     from tasic.passes.tiling.builder import DoesNotFitError
 
     if dtype not in FLOAT_DTYPES:
         raise CompileError(f"unsupported dtype '{dtype}': choose one of {', '.join(FLOAT_DTYPES)}")
     try:
-        run_pipeline(module, pipeline or default_pipeline(target.spec, dtype), progress)
+        if tp > target.chips:
+            raise CompileError(f"--tp {tp} needs {tp} chips, target '{target.name}' has {target.chips}")
+        run_pipeline(module, pipeline or default_pipeline(target.spec, dtype, tp, quantize, calibration), progress)
     except DoesNotFitError as err:
         raise CompileError(f"model does not fit target '{target.name}': {err}") from None
-    binary = emit_binary(module, weights, target, {"dtype": dtype, **(metadata or {})})
+    except (ShardingError, QuantizeError) as err:
+        raise CompileError(str(err)) from None
+    info = {"dtype": dtype, **({"quantize": quantize} if quantize and not pipeline else {}), **(metadata or {})}
+    binary = emit_binary(module, resolve_weights(weights), target, info)
     _check_hbm(binary, target)
     return binary
 

@@ -23,9 +23,11 @@ from tasic.isa_sim.report import Report
 SMALLEST_BUCKET = 64
 
 
-def llm_pipeline(target: Target, dtype: str, context: int) -> str:
-    """The default pipeline with decode entry points per context bucket."""
-    passes = default_pipeline(target.spec, dtype).split(",")
+def llm_pipeline(
+    target: Target, dtype: str, context: int, quantize: str | None = None, calibration: str | None = None
+) -> str:
+    """The default pipeline (with `quantize`, see `default_pipeline`) with decode entry points per context bucket."""
+    passes = default_pipeline(target.spec, dtype, quantize=quantize, calibration=calibration).split(",")
     index = next(i for i, p in enumerate(passes) if p.startswith("tile"))
     smallest = min(SMALLEST_BUCKET, context)
     return ",".join([*passes[:index], f"decode-buckets{{smallest={smallest}}}", *passes[index:]])
@@ -58,8 +60,14 @@ def compile_llm(
     context: int,
     prompt_len: int,
     progress: Callable[[str], None] | None = None,
+    quantize: str | None = None,
+    calibration: str | None = None,
 ) -> tuple[TBinary, Any]:
-    """Import a causal LM (HF dir or .gguf), print its memory plan, compile prefill + decode buckets."""
+    """Import a causal LM (HF dir or .gguf), print its memory plan, compile prefill + decode buckets.
+
+    `quantize` ("fp8" or "fp8-row") runs quantize-fp8 (docs/quantization.md); the memory plan then
+    still counts the weights in `dtype`, an upper bound.
+    """
     from tasic.frontend.llm import import_llm
 
     llm = import_llm(model, batch=batch, context=context, prompt_len=prompt_len)
@@ -72,14 +80,17 @@ def compile_llm(
     metadata = {
         "model": str(model),
         "llm": {"batch": batch, "context": context, "prompt_len": prompt_len},
+        **({"quantize": quantize} if quantize else {}),
     }
-    binary = compile_module(
-        llm.module, llm.weights, target, dtype, llm_pipeline(target, dtype, context), metadata, progress
-    )
+    pipeline = llm_pipeline(target, dtype, context, quantize, calibration)
+    binary = compile_module(llm.module, llm.weights, target, dtype, pipeline, metadata, progress)
     buckets = sorted(int(name.split("_")[1]) for name in binary.entry_points if name.startswith("decode_"))
     binary.metadata["llm"]["buckets"] = buckets
     if progress:
         progress(f"  SRAM used      {binary.metadata['sram_bytes']:,} bytes; decode buckets {buckets}")
+        if quantize:
+            stored = sum(s.nbytes for s in binary.symbols if s.kind == "weight")
+            progress(f"  weights        {stored:,} bytes in HBM after {quantize} quantization")
     return binary, llm.tokenizer
 
 

@@ -157,6 +157,12 @@ def _evaluate_op(op: Operation, args: list[np.ndarray], weights: Mapping[str, np
             return _REDUCE[op.fn.data](args[0], axis=tuple(op.reduced_dims), keepdims=op.keepdim.value.data)
         case tfm.IndexCopyOp():
             return _index_copy(op, *args)
+        case tfm.RopeOp():
+            x, cos, sin = args
+            half = x.shape[-1] // 2
+            return x * cos + np.concatenate([-x[..., half:], x[..., :half]], axis=-1) * sin
+        case tfm.AllReduceOp():
+            return args[0]  # one chip's view of a one-chip group
     raise NotImplementedError(f"no reference for {op.name}")
 
 

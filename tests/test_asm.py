@@ -75,6 +75,8 @@ def odd_instr(rng: random.Random, op: Op) -> Instr:
         instr.imm = rng.randrange(NUM_SEMAPHORES)
     if op == Op.LOOP:
         instr.set_imm64(rng.randrange(1, 1 << 63))
+    if op in (Op.MXU_MATMUL, Op.VPU_CAUSAL):
+        instr.imm = rng.randrange(1 << 31)  # the batch count / the causal period
     if op == Op.VPU_BINARY:
         instr.flags = (instr.flags & ~0x6) | rng.choice([0, 2, 4])
     return instr

@@ -27,7 +27,7 @@ from tasic.passes.registry import PASSES
 Evaluate = Callable[..., list[np.ndarray]]
 
 RAISE_DIR = Path(__file__).parent / "filecheck" / "raise"
-RAISE_PASSES = ["raise-linear", "raise-layer-norm", "raise-rms-norm", "raise-gelu", "raise-attention"]
+RAISE_PASSES = ["raise-linear", "raise-layer-norm", "raise-rms-norm", "raise-gelu", "raise-attention", "raise-rope"]
 
 
 def _random(typ: TensorType, rng: np.random.Generator) -> np.ndarray:

@@ -135,6 +135,44 @@ def test_attention_gqa(target: str, mask: str, small_sram_target: Path) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(("causal", "sq", "sk"), [(True, 100, 130), (False, 70, 130), (True, 130, 130)])
+def test_flash_attention(target: str, causal: bool, sq: int, sk: int, small_sram_target: Path) -> None:
+    """Long attention in key blocks with an online softmax: GQA heads stacked, causal offset sk - sq."""
+    q_type, kv_type = f"tensor<1x4x{sq}x8xf32>", f"tensor<1x2x{sk}x8xf32>"
+    ir = f"""
+    func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
+      %o = tfm.attention %q, %k, %v {{causal = {str(causal).lower()}, scale = 0.35355339 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
+      func.return %o : {q_type}
+    }}"""
+    q = RNG.standard_normal((1, 4, sq, 8)).astype(np.float32)
+    k = RNG.standard_normal((1, 2, sk, 8)).astype(np.float32)
+    v = RNG.standard_normal((1, 2, sk, 8)).astype(np.float32)
+    scores = q @ np.repeat(k, 2, axis=1).transpose(0, 1, 3, 2) * 0.35355339
+    if causal:
+        scores = np.where(np.tril(np.ones((sq, sk), bool), k=sk - sq), scores, -np.inf)
+    ref = _softmax(scores) @ np.repeat(v, 2, axis=1)
+    got = run(ir, {"q": q, "k": k, "v": v}, {}, _target(target, small_sram_target))["o"]
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_batched_decode_attention(target: str, small_sram_target: Path) -> None:
+    """One query per sequence, many sequences per matrix instruction (GQA heads stacked as rows)."""
+    q_type, kv_type = "tensor<5x4x1x8xf32>", "tensor<5x2x40x8xf32>"
+    ir = f"""
+    func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
+      %o = tfm.attention %q, %k, %v {{causal = false, scale = 0.35355339 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
+      func.return %o : {q_type}
+    }}"""
+    q = RNG.standard_normal((5, 4, 1, 8)).astype(np.float32)
+    k = RNG.standard_normal((5, 2, 40, 8)).astype(np.float32)
+    v = RNG.standard_normal((5, 2, 40, 8)).astype(np.float32)
+    ref = _softmax(q @ np.repeat(k, 2, axis=1).transpose(0, 1, 3, 2) * 0.35355339) @ np.repeat(v, 2, axis=1)
+    got = run(ir, {"q": q, "k": k, "v": v}, {}, _target(target, small_sram_target))["o"]
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_embedding_reduce_where_concat(target: str, small_sram_target: Path) -> None:
     """Gather, mean over a middle dim, where with broadcasting, concat, strided slices."""
     ir = """

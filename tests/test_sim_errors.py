@@ -136,7 +136,7 @@ def test_bad_programs() -> None:
     check(make_binary([Instr(Op.LOOP, off_b=2)]), r"instruction 0 \(loop\): no matching endloop")
     check(make_binary([Instr(Op.ADDI, reg_d=1)], halt=False), "ran off the end of the code")
     check(make_binary([Instr(Op.SIGNAL, func=Engine.CTRL)]), "CTRL.*cannot signal")
-    check(make_binary([Instr(Op.WAIT, func=Engine.VPU, imm=40)]), "semaphore s40 does not exist")
+    check(make_binary([Instr(Op.WAIT, func=Engine.VPU, imm=64)]), "semaphore s64 does not exist")
     check(
         make_binary([Instr(Op.VPU_BINARY, func=99, rows=1, cols=1)]), "invalid vpu.binary: 99 is not a valid BinaryFn"
     )

@@ -113,19 +113,45 @@ class KernelBuilder:
                 loop_strides[index] += coeff * s
         return offset, loop_strides
 
-    def load(self, view: View, starts: list[Pos], rows: int, cols: int, dest: SSAValue, sram_offset: int = 0) -> None:
-        """DMA the [rows, cols] window at `starts` (last two dims) into an SRAM tile."""
+    def load(self, view: View, starts: list[Pos], rows: int, cols: int, dest: SSAValue, sram_at: int | Pos = 0) -> None:
+        """DMA the [rows, cols] window at `starts` (last two dims) into an SRAM tile, from element `sram_at` on."""
         offset, loop_strides = self.access(view, starts)
         row_stride, col_stride = _last_two_strides(view)
+        sram = sram_at if isinstance(sram_at, Pos) else Pos(sram_at)
         self.add(
-            tile.DmaLoadOp(view.buffer, dest, rows, cols, offset, (row_stride, col_stride), loop_strides, sram_offset)
+            tile.DmaLoadOp(
+                view.buffer,
+                dest,
+                rows,
+                cols,
+                offset,
+                (row_stride, col_stride),
+                loop_strides,
+                sram.const,
+                sram.strides(self.depth),
+            )
         )
 
-    def store(self, source: SSAValue, view: View, starts: list[Pos], rows: int, cols: int) -> None:
-        """DMA an SRAM tile into the [rows, cols] window at `starts` of a view."""
+    def store(
+        self, source: SSAValue, view: View, starts: list[Pos], rows: int, cols: int, sram_at: int | Pos = 0
+    ) -> None:
+        """DMA an SRAM tile (from element `sram_at` on) into the [rows, cols] window at `starts` of a view."""
         offset, loop_strides = self.access(view, starts)
         row_stride, col_stride = _last_two_strides(view)
-        self.add(tile.DmaStoreOp(source, view.buffer, rows, cols, offset, (row_stride, col_stride), loop_strides))
+        sram = sram_at if isinstance(sram_at, Pos) else Pos(sram_at)
+        self.add(
+            tile.DmaStoreOp(
+                source,
+                view.buffer,
+                rows,
+                cols,
+                offset,
+                (row_stride, col_stride),
+                loop_strides,
+                sram.const,
+                sram.strides(self.depth),
+            )
+        )
 
     def for_each_tile(
         self, shape: tuple[int, ...], tile_rows: int, tile_cols: int, body: Callable[[list[Pos], int, int], None]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xdsl.dialects.builtin import TensorType, f32
-from xdsl.ir import Attribute, Block, SSAValue
+from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 from tasic.backend.target import Target
 from tasic.ir import tile
-from tasic.ir.tfm import WeightOp, element_type, is_float, shape_of
+from tasic.ir.tfm import WeightOp, element_type, fp8_max, is_float, shape_of
 from tasic.passes.tiling.builder import KernelBuilder
 from tasic.passes.tiling.dtypes import element_type as dtype_type
 from tasic.passes.tiling.views import View
@@ -23,6 +23,12 @@ class TileContext:
     float_dtype: str  # HBM storage of float tensors: "f32" or "bf16"
     block: Block  # body of the new tile-level function
     output_names: dict[SSAValue, list[str]]  # tfm values returned by the function
+    decode_batch: bool = True  # see TilePass
+    flash: bool = True  # see TilePass
+    cost_model: bool = True  # see TilePass
+    epilogue_fusion: bool = True  # see TilePass
+    allreduce_overlap: bool = False  # see TilePass
+    fused: set[Operation] = field(default_factory=set)  # ops a kernel has already computed (epilogues)
     views: dict[SSAValue, View] = field(default_factory=dict)
     weights: dict[tuple[str, bool], SSAValue] = field(default_factory=dict)
     temp_count: int = 0
@@ -38,8 +44,10 @@ class TileContext:
         return dtype_type(self.float_dtype)
 
     def storage_type(self, typ: Attribute) -> Attribute:
-        """HBM element type of a tfm tensor or element type."""
+        """HBM element type of a tfm tensor or element type (8-bit floats, chosen by quantisation, stay so)."""
         elem = typ.element_type if isinstance(typ, TensorType) else typ
+        if fp8_max(elem) is not None:
+            return elem
         return dtype_type(self.float_dtype) if is_float(elem) else elem
 
     def sram_type(self, typ: Attribute) -> Attribute:
@@ -47,9 +55,17 @@ class TileContext:
         elem = typ.element_type if isinstance(typ, TensorType) else typ
         return f32 if is_float(elem) else elem
 
-    def hbm(self, name: str, kind: str, shape: tuple[int, ...], elem: Attribute, transpose: bool = False) -> SSAValue:
+    def hbm(
+        self,
+        name: str,
+        kind: str,
+        shape: tuple[int, ...],
+        elem: Attribute,
+        transpose: bool = False,
+        shard: tuple[int, int] | None = None,
+    ) -> SSAValue:
         """Declare an HBM buffer at the top of the function."""
-        op = tile.HbmBufferOp(name, kind, tile.memref(shape, elem, tile.HBM), transpose)
+        op = tile.HbmBufferOp(name, kind, tile.memref(shape, elem, tile.HBM), transpose, shard)
         first = self.block.first_op
         while first is not None and isinstance(first, tile.HbmBufferOp):
             first = first.next_op
@@ -59,12 +75,19 @@ class TileContext:
             self.block.insert_op_before(op, first)
         return op.result
 
-    def weight(self, name: str, shape: tuple[int, ...], elem: Attribute, transpose: bool = False) -> View:
-        """A weight buffer (once per name and layout)."""
-        key = (name, transpose)
+    def weight(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        elem: Attribute,
+        transpose: bool = False,
+        shard: tuple[int, int] | None = None,
+    ) -> View:
+        """A weight buffer (once per name, layout and shard); `shape` is this chip's part."""
+        key = (name, transpose, shard)
         if key not in self.weights:
             stored = (shape[1], shape[0]) if transpose else shape
-            self.weights[key] = self.hbm(name, "weight", stored, self.storage_type(elem), transpose)
+            self.weights[key] = self.hbm(name, "weight", stored, self.storage_type(elem), transpose, shard)
         buffer = self.weights[key]
         return View.dense(buffer, tuple(buffer.type.get_shape()))
 
@@ -90,7 +113,8 @@ class TileContext:
     def view_of(self, value: SSAValue) -> View:
         """The view holding a tfm value (weights get their buffer on first use)."""
         if value not in self.views and isinstance(value.owner, WeightOp):
-            self.views[value] = self.weight(value.owner.sym.data, shape_of(value), element_type(value))
+            owner = value.owner
+            self.views[value] = self.weight(owner.sym.data, shape_of(value), element_type(value), shard=owner.shard)
         return self.views[value]
 
     def elem_of(self, value: SSAValue) -> Attribute:

@@ -16,7 +16,10 @@ from xdsl.ir import Attribute, SSAValue
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos, as_matrix_shape, fit_rows, fit_tile
 from tasic.passes.tiling.context import TileContext
-from tasic.passes.tiling.dtypes import element_bytes
+from tasic.passes.tiling.cost import best_matmul_tiles, matmul_tile_bytes
+from tasic.passes.tiling.dtypes import dtype_name, element_bytes
+from tasic.passes.tiling.epilogue import apply as apply_epilogue
+from tasic.passes.tiling.epilogue import collect, reduces, scratch_tile
 from tasic.passes.tiling.views import View
 
 ROW_TILE_MAX = 256
@@ -25,13 +28,18 @@ Emit = Callable[[KernelBuilder, list[SSAValue], SSAValue, int, int], SSAValue]
 
 
 def elementwise(
-    ctx: TileContext, loc: str, result: SSAValue, operands: list[tuple[View, Attribute]], emit: Emit
+    ctx: TileContext,
+    loc: str,
+    result: SSAValue,
+    operands: list[tuple[View, Attribute]],
+    emit: Emit,
 ) -> None:
     """result = emit(operand tiles) tile by tile; operands broadcast to the result shape."""
     out = ctx.result_view(result)
-    shape = as_matrix_shape(out.shape)
-    out_view = out.broadcast_to(shape)
-    inputs = [view.broadcast_to(shape) for view, _ in operands]
+    full = as_matrix_shape(out.shape)
+    shape, (out_view, *inputs) = rows_outermost(
+        full, [out.broadcast_to(full), *(view.broadcast_to(full) for view, _ in operands)]
+    )
     dest_type = ctx.sram_type(result.type)
     per_element = sum(element_bytes(t) for _, t in operands) + element_bytes(dest_type)
     limits = (min(shape[-2], ROW_TILE_MAX), min(shape[-1], COL_TILE_MAX))
@@ -93,21 +101,110 @@ def where(ctx: TileContext, op: tfm.WhereOp) -> None:
     elementwise(ctx, loc_of(op), op.result, operands, emit)
 
 
+def rows_outermost(shape: tuple[int, ...], views: list[View]) -> tuple[tuple[int, ...], list[View]]:
+    """The shape and views with their largest leading dim moved next to the last (the tile's rows).
+
+    Broadcasting in a middle dim (rope's cos [T, 1, D] against x [T, H, D]) otherwise makes
+    the tiles as small as that dim; views are strided, so the permutation costs nothing.
+    """
+    if len(shape) <= 2:
+        return shape, views
+    largest = max(range(len(shape) - 1), key=lambda d: shape[d])
+    perm = [d for d in range(len(shape) - 1) if d != largest] + [largest, len(shape) - 1]
+    return tuple(shape[p] for p in perm), [view.permute(perm) for view in views]
+
+
+ROPE_ROWS = 2048
+"""Rows per rope tile: its columns are only half a head, so rows make the tiles worth an instruction."""
+
+
+def rope(ctx: TileContext, op: tfm.RopeOp) -> None:
+    """tfm.rope per tile of rows: halves of x, cos, sin in; lo = x_lo c_lo - x_hi s_lo, hi = x_hi c_hi + x_lo s_hi."""
+    full = as_matrix_shape(tfm.shape_of(op.input))
+    out = ctx.result_view(op.result)
+    sources = [ctx.view_of(v).broadcast_to(full) for v in (op.input, op.cos, op.sin)]
+    shape, (x, cos, sin, dest) = rows_outermost(full, [*sources, out.broadcast_to(full)])
+    half = shape[-1] // 2
+    halves = [
+        (v.slice(len(shape) - 1, 0, half, 1), v.slice(len(shape) - 1, half, 2 * half, 1)) for v in (x, cos, sin, dest)
+    ]
+    half_shape = (*shape[:-1], half)
+    limits = (min(shape[-2], ROPE_ROWS), min(half, COL_TILE_MAX))
+    rows, cols = fit_tile(*limits, 9 * 4, ctx.sram_budget, f"{loc_of(op)} tiles")
+    kb = ctx.kernel(loc_of(op))
+    x_lo, x_hi, c_lo, c_hi, s_lo, s_hi, lo, hi, tmp = (kb.sram((rows, cols), f32) for _ in range(9))
+
+    def body(starts: list[Pos], nr: int, nc: int) -> None:
+        for (view_lo, view_hi), (tile_lo, tile_hi) in zip(
+            halves[:3], ((x_lo, x_hi), (c_lo, c_hi), (s_lo, s_hi)), strict=True
+        ):
+            kb.load(view_lo, starts, nr, nc, tile_lo)
+            kb.load(view_hi, starts, nr, nc, tile_hi)
+        for fn, a, b, dst in (
+            ("mul", x_lo, c_lo, lo), ("mul", x_hi, s_lo, tmp), ("sub", lo, tmp, lo),
+            ("mul", x_hi, c_hi, hi), ("mul", x_lo, s_hi, tmp), ("add", hi, tmp, hi),
+        ):  # fmt: skip
+            kb.add(tile.BinaryOp(fn, a, b, dst, nr, nc))
+        kb.store(lo, halves[3][0], starts, nr, nc)
+        kb.store(hi, halves[3][1], starts, nr, nc)
+
+    kb.for_each_tile(half_shape, rows, cols, body)
+
+
+ALL_REDUCE_CHUNKS = 4
+"""Row chunks of an all-reduce: few (each pays two link latencies), but enough to pipeline."""
+
+
+def all_reduce(ctx: TileContext, op: tfm.AllReduceOp) -> None:
+    """tfm.all_reduce -> tile.all_reduce in place on tiles in the HBM dtype (what the links carry).
+
+    Tiles are as large as SRAM allows: every all-reduce pays two link latencies.
+    """
+    link_type = ctx.storage_type(op.result.type)
+    shape = as_matrix_shape(tfm.shape_of(op.result))
+    flat_shape = (prod(shape[:-1]), shape[-1])
+    steps, final = collect(ctx, op.result, flat_shape)
+    source = ctx.view_of(op.input).broadcast_to(shape).reshape(flat_shape)
+    dest = ctx.result_view(final).reshape(flat_shape)
+    assert source is not None and dest is not None, "all-reduce operands are dense"
+    per_element = element_bytes(link_type) + (8 if steps else 0)
+    chunk = -(-flat_shape[0] // ALL_REDUCE_CHUNKS)  # a few chunks pipeline load, links, epilogue and store
+    rows, cols = fit_tile(chunk, flat_shape[1], per_element, ctx.sram_budget // 2, f"{loc_of(op)} tiles")
+    kb = ctx.kernel(loc_of(op))
+    buf = kb.sram((rows, cols), link_type)
+    work = kb.sram((rows, cols), f32) if steps else buf
+    scratch = scratch_tile(kb, steps, rows, cols)
+
+    def body(starts: list[Pos], nr: int, nc: int) -> None:
+        kb.load(source, starts, nr, nc, buf)
+        kb.add(tile.AllReduceOp(buf, buf, op.chips.value.data, nr, nc))
+        if steps:
+            kb.add(tile.UnaryOp("copy", buf, work, nr, nc))
+            apply_epilogue(kb, steps, work, scratch, starts, nr, nc)
+        kb.store(work, dest, starts, nr, nc)
+
+    kb.for_each_tile(flat_shape, rows, cols, body)
+
+
 def copy_into(ctx: TileContext, loc: str, result: SSAValue, source: View) -> None:
     """Materialise a view (converting dtype) as a dense buffer for `result`."""
     operands = [(source, ctx.sram_type(result.type))]
     elementwise(ctx, loc, result, operands, lambda kb, tiles, dest, nr, nc: tiles[0])
 
 
-def _matmul_tiles(ctx: TileContext, m: int, n: int, k: int, loc: str) -> tuple[int, int, int]:
+def _matmul_tiles(
+    ctx: TileContext, m: int, n: int, k: int, loc: str, mxu: Attribute | None = None, output_tiles: int = 1
+) -> tuple[int, int, int]:
+    """(tm, tn, tk) of a tiled matmul, chosen by the cost model (tiling/cost.py) or the fixed rule."""
+    eb = element_bytes(mxu or ctx.mxu_type)
+    rate = ctx.target.mxu.rate.get(dtype_name(mxu or ctx.mxu_type), 1.0)
+    if ctx.cost_model:
+        best = best_matmul_tiles(ctx.target, m, n, k, eb, rate, ctx.sram_budget, output_tiles)
+        if best is not None:
+            return best
     rows, cols = ctx.target.mxu.rows, ctx.target.mxu.cols
-    eb = element_bytes(ctx.mxu_type)
     tm, tn, tk = min(m, 8 * rows), min(n, 8 * cols), min(k, 16 * max(rows, cols))
-
-    def size(a: int, b: int, c: int) -> int:
-        return a * c * eb + c * b * eb + a * b * 4 + b * 4
-
-    while size(tm, tn, tk) > ctx.sram_budget:
+    while matmul_tile_bytes(tm, tn, tk, eb, 1, output_tiles) > ctx.sram_budget:
         if tk > max(rows, cols) and tk >= max(tm, tn):
             tk = -(-tk // 2)
         elif tm >= tn and tm > 1:
@@ -121,24 +218,42 @@ def _matmul_tiles(ctx: TileContext, m: int, n: int, k: int, loc: str) -> tuple[i
     return tm, tn, tk
 
 
+def matmul_operand_type(ctx: TileContext, a: View, b: View) -> Attribute:
+    """MXU operand dtype: the 8-bit float both operands are stored in (quantised), else the compile dtype's."""
+    elem = a.buffer.type.element_type
+    if elem == b.buffer.type.element_type and tfm.fp8_max(elem) is not None:
+        return elem
+    return ctx.mxu_type
+
+
 def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View, bias: View | None) -> None:
-    """result[..., M, N] = a @ b (+ bias[N]), tiled M x N x K with fp32 accumulation."""
-    out = ctx.result_view(result)
+    """result[..., M, N] = a @ b (+ bias[N]) (+ fused elementwise epilogue), tiled M x N x K, fp32 accumulation."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
-    batch = out.shape[:-2]
+    batch = tfm.shape_of(result)[:-2]
     a_full = a.broadcast_to((*batch, m, k))
     b_full = b.broadcast_to((*batch, k, n))
-    out_full = out
+    flat = False
     if batch and all(s == 0 for s in b_full.strides[: len(batch)]):
-        a_flat, out_flat = a_full.reshape((prod(batch) * m, k)), out.reshape((prod(batch) * m, n))
-        if a_flat is not None and out_flat is not None:
-            a_full, out_full, m, batch = a_flat, out_flat, prod(batch) * m, ()
+        a_flat = a_full.reshape((prod(batch) * m, k))
+        if a_flat is not None:
+            a_full, m, batch, flat = a_flat, prod(batch) * m, (), True
             b_full = View(b.buffer, b.offset + 0, (k, n), b_full.strides[-2:])
-    tm, tn, tk = _matmul_tiles(ctx, m, n, k, loc)
+    steps, final = collect(ctx, result, (m, n)) if not batch else ([], result)
+    out = ctx.result_view(final)
+    out_full = out.reshape((m, n)) if flat else out
+    assert out_full is not None, "a fresh result buffer is dense"
+    mxu = matmul_operand_type(ctx, a, b)
+    output_tiles = 1 + any(s.other is not None for s in steps) + reduces(steps)
+    tm, tn, tk = _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
+    if reduces(steps):  # column chunks (the activation is re-read, not the weight): links overlap the MXU
+        chunk = -(-n // ALL_REDUCE_CHUNKS)
+        tn = min(tn, -(-chunk // ctx.target.mxu.cols) * ctx.target.mxu.cols)
     kb = ctx.kernel(loc)
-    lhs, rhs = kb.sram((tm, tk), ctx.mxu_type), kb.sram((tk, tn), ctx.mxu_type)
+    lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
     acc = kb.sram((tm, tn), f32)
+    scratch = scratch_tile(kb, steps, tm, tn)
+    link = kb.sram((tm, tn), ctx.storage_type(result.type)) if reduces(steps) else None
     bias_tile = kb.sram((1, tn), f32) if bias is not None else None
     bias_view = bias.broadcast_to((1, n)) if bias is not None else None
 
@@ -156,6 +271,7 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
         if bias_view is not None and bias_tile is not None:
             kb.load(bias_view, [Pos(), n0], 1, nn, bias_tile)
             kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nm, nn, "col"))
+        apply_epilogue(kb, steps, acc, scratch, [m0, n0], nm, nn, link)
         kb.store(acc, out_full, [*bstarts, m0, n0], nm, nn)
 
     def batch_loops(dim: int, starts: list[Pos]) -> None:
@@ -181,11 +297,49 @@ def linear(ctx: TileContext, op: tfm.LinearOp) -> None:
     """tfm.linear -> tiled MXU kernel; weights are stored pre-transposed [in, out]."""
     weight_owner = op.weight.owner
     if isinstance(weight_owner, tfm.WeightOp):
-        w_t = ctx.weight(weight_owner.sym.data, tfm.shape_of(op.weight), tfm.element_type(op.weight), transpose=True)
+        w_t = ctx.weight(
+            weight_owner.sym.data,
+            tfm.shape_of(op.weight),
+            tfm.element_type(op.weight),
+            transpose=True,
+            shard=weight_owner.shard,
+        )
     else:
         w_t = ctx.view_of(op.weight).permute([1, 0])
     bias = ctx.view_of(op.bias) if op.bias is not None else None
     matmul_kernel(ctx, loc_of(op), op.result, ctx.view_of(op.input), w_t, bias)
+
+
+def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
+    """tfm.quantize per tile: x / scale (a [rows, 1] tile, or the static scale), clamp to +-max on the VPU;
+    the DMA store rounds to the 8-bit float (nearest even), so values never overflow to NaN."""
+    limit = tfm.fp8_max(tfm.element_type(op.result))
+    assert limit is not None
+    out = ctx.result_view(op.result)
+    shape = as_matrix_shape(out.shape)
+    source, dest = ctx.view_of(op.input).broadcast_to(shape), out.broadcast_to(shape)
+    scale = None
+    if op.scale is not None:  # [..., rows, 1]: constant along the last dim (verified)
+        scale = ctx.view_of(op.scale).broadcast_to((*shape[:-1], 1))
+    limits = (min(shape[-2], ROW_TILE_MAX), min(shape[-1], COL_TILE_MAX))
+    rows, cols = fit_tile(limits[0], limits[1], 4, ctx.sram_budget - 4 * limits[0], loc_of(op))
+    kb = ctx.kernel(loc_of(op))
+    x = kb.sram((rows, cols), f32)
+    scale_tile = kb.sram((rows, 1), f32) if scale is not None else None
+
+    def body(starts: list[Pos], nr: int, nc: int) -> None:
+        kb.load(source, starts, nr, nc, x)
+        if scale is not None and scale_tile is not None:
+            kb.load(scale, [*starts[:-1], Pos()], nr, 1, scale_tile)
+            kb.add(tile.BinaryOp("div", x, scale_tile, x, nr, nc, "row"))
+        else:
+            assert op.static_scale is not None
+            kb.add(tile.ScalarOp("div", x, x, op.static_scale.value.data, nr, nc))
+        kb.add(tile.ScalarOp("min", x, x, limit, nr, nc))
+        kb.add(tile.ScalarOp("max", x, x, -limit, nr, nc))
+        kb.store(x, dest, starts, nr, nc)
+
+    kb.for_each_tile(shape, rows, cols, body)
 
 
 RowEmit = Callable[[KernelBuilder, SSAValue, list[SSAValue], int, int], None]
@@ -345,8 +499,190 @@ def embedding(ctx: TileContext, op: tfm.EmbeddingOp) -> None:
     kb.tiled_range(count, rows, lambda r0, nr: kb.tiled_range(width, cols, lambda c0, nc: body(r0, nr, c0, nc)))
 
 
+def _scale_and_cap(
+    kb: KernelBuilder, scores: SSAValue, scale: float, softcap: float | None, rows: int, cols: int
+) -> None:
+    """scores *= scale, then softcap * tanh(scores / softcap) when the model caps its logits."""
+    kb.add(tile.ScalarOp("mul", scores, scores, scale, rows, cols))
+    if softcap is not None:
+        kb.add(tile.ScalarOp("div", scores, scores, softcap, rows, cols))
+        kb.add(tile.UnaryOp("tanh", scores, scores, rows, cols))
+        kb.add(tile.ScalarOp("mul", scores, scores, softcap, rows, cols))
+
+
+DECODE_BATCH_MAX = 64
+"""Most sequences one batched decode-attention matmul takes."""
+
+
+def _stacked_heads(view: View, batch: int, kv_heads: int, group: int) -> View | None:
+    """q [B, H, S, D] as [B, Hkv, group*S, D] (a GQA group's query rows stacked), if strides allow."""
+    _, _, s, d = view.shape
+    return view.reshape((batch, kv_heads, group * s, d))
+
+
+def decode_attention(ctx: TileContext, op: tfm.AttentionOp) -> bool:
+    """Few query rows per sequence (decode): batch sequences into one MXU instruction; False if not applicable.
+
+    A GQA group's query heads are stacked into the rows of one tile ([group * Sq, D]), and DECODE_BATCH_MAX
+    sequences go through each matmul together (`batch`), so the 256x256 arrays work on many sequences at
+    once instead of one 8-row product at a time.
+    """
+    q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
+    batch, heads, sq, d = q.shape
+    kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
+    group = heads // kv_heads
+    rows = group * sq
+    causal_is_free = not op.causal.value.data or sq == 1
+    if op.mask is not None or op.window is not None or not causal_is_free or batch == 1 or rows > ROW_TILE_MAX:
+        return False
+    q_rows = _stacked_heads(q, batch, kv_heads, group)
+    if q_rows is None:
+        return False
+    mxu, eb = ctx.mxu_type, element_bytes(ctx.mxu_type)
+    separate_p = eb != 4
+    per_sequence = rows * d * eb + d * sk * eb + sk * dv * eb + rows * sk * (4 + (eb if separate_p else 0))
+    per_sequence += rows * dv * 4 + rows * 4
+    nb = min(batch, DECODE_BATCH_MAX, max(1, ctx.sram_budget // per_sequence))
+    if nb * per_sequence > ctx.sram_budget:
+        return False
+    out_rows = _stacked_heads(ctx.result_view(op.result), batch, kv_heads, group)
+    assert out_rows is not None, "a fresh result buffer is dense"
+    kb = ctx.kernel(loc_of(op))
+    qt, kt, vt = kb.sram((nb * rows, d), mxu), kb.sram((nb * d, sk), mxu), kb.sram((nb * sk, dv), mxu)
+    scores = kb.sram((nb * rows, sk), f32)
+    probs = kb.sram((nb * rows, sk), mxu) if separate_p else scores
+    acc, stat = kb.sram((nb * rows, dv), f32), kb.sram((nb * rows, 1), f32)
+    k_t = k.permute([0, 1, 3, 2])
+    scale = op.scale.value.data
+    softcap = op.softcap.value.data if op.softcap is not None else None
+
+    def chunk(b0: Pos, n: int, hk: Pos) -> None:
+        def load_one(i: Pos, _one: int) -> None:
+            b = b0 + i
+            kb.load(q_rows, [b, hk, Pos(), Pos()], rows, d, qt, i.scaled(rows * d))
+            kb.load(k_t, [b, hk, Pos(), Pos()], d, sk, kt, i.scaled(d * sk))
+            kb.load(v, [b, hk, Pos(), Pos()], sk, dv, vt, i.scaled(sk * dv))
+
+        kb.tiled_range(n, 1, load_one)
+        kb.add(tile.MatmulOp(qt, kt, scores, rows, sk, d, accumulate=False, batch=n))
+        _scale_and_cap(kb, scores, scale, softcap, n * rows, sk)
+        _softmax_rows(kb, scores, stat, n * rows, sk)
+        if separate_p:
+            kb.add(tile.UnaryOp("copy", scores, probs, n * rows, sk))
+        kb.add(tile.MatmulOp(probs, vt, acc, rows, dv, sk, accumulate=False, batch=n))
+        kb.tiled_range(
+            n, 1, lambda i, _one: kb.store(acc, out_rows, [b0 + i, hk, Pos(), Pos()], rows, dv, i.scaled(rows * dv))
+        )
+
+    kb.tiled_range(kv_heads, 1, lambda hk, _m: kb.tiled_range(batch, nb, lambda b0, n: chunk(b0, n, hk)))
+    return True
+
+
+FLASH_ROWS = 8192
+"""Stacked query rows (GQA heads x queries) per flash-attention tile: 32 row folds of a 256-row array."""
+FLASH_KEYS = 1024
+"""Keys per flash-attention block (fewer when SRAM is short)."""
+FLASH_MIN_KEYS = 64
+"""Shorter attention takes whole score rows at once."""
+
+
+def flash_attention(ctx: TileContext, op: tfm.AttentionOp) -> bool:
+    """Long attention (prefill) as key blocks with an online softmax; False if not applicable.
+
+    A GQA group's query heads are stacked into the rows of one tile ([group * tq, D]) so each matrix
+    instruction keeps many arrays busy; per key block: S = Q K^T * scale (causal mask on blocks that
+    cross the diagonal, `period` tq), m' = max(m, rowmax S), P = exp(S - m'), l = l e^(m - m') + rowsum P,
+    O = O e^(m - m') + P V; blocks above the diagonal are skipped. O / l is stored at the end.
+    """
+    q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
+    batch, heads, sq, d = q.shape
+    kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
+    group = heads // kv_heads
+    causal = op.causal.value.data
+    if op.mask is not None or op.window is not None or sk <= FLASH_MIN_KEYS or sq == 1:
+        return False
+    mxu, eb = ctx.mxu_type, element_bytes(ctx.mxu_type)
+    tq, kb = min(sq, max(1, FLASH_ROWS // group)), min(sk, FLASH_KEYS)
+
+    def need(tq: int, kb: int) -> int:
+        """SRAM bytes of the tiles, key-block tiles twice (double buffering)."""
+        rows = group * tq
+        return rows * (d * eb + dv * 4 + 5 * 4) + 2 * (rows * kb * (4 + eb) + kb * (d + dv) * eb)
+
+    while need(tq, kb) > ctx.sram_budget and (kb > 16 or tq > 1):
+        if kb > 16 and kb * group >= tq:
+            kb //= 2
+        else:
+            tq //= 2
+    if need(tq, kb) > ctx.sram_budget:
+        return False
+    rows = group * tq
+    out = ctx.result_view(op.result)
+    kern = ctx.kernel(loc_of(op))
+    qt, kt, vt = kern.sram((rows, d), mxu), kern.sram((d, kb), mxu), kern.sram((kb, dv), mxu)
+    scores, probs = kern.sram((rows, kb), f32), kern.sram((rows, kb), mxu)
+    acc, m, m_new, denom, stat = (kern.sram(shape, f32) for shape in ((rows, dv), *[(rows, 1)] * 4))
+    k_t = k.permute([0, 1, 3, 2])
+    scale = op.scale.value.data
+    softcap = op.softcap.value.data if op.softcap is not None else None
+    offset = sk - sq  # query i sees keys j <= i + offset
+
+    def key_block(b: Pos, hk: Pos, q0: int, k0: Pos, nk: int, diagonal: int | None) -> None:
+        kern.load(k_t, [b, hk, Pos(), k0], d, nk, kt)
+        kern.load(v, [b, hk, k0, Pos()], nk, dv, vt)
+        kern.add(tile.MatmulOp(qt, kt, scores, rows, nk, d, accumulate=False))
+        _scale_and_cap(kern, scores, scale, softcap, rows, nk)
+        if diagonal is not None:
+            kern.add(tile.CausalMaskOp(scores, rows, nk, diagonal, [0] * kern.depth, period=tq))
+        kern.add(tile.ReduceOp("max", scores, stat, rows, nk))
+        kern.add(tile.BinaryOp("max", m, stat, m_new, rows, 1))
+        kern.add(tile.BinaryOp("sub", scores, m_new, scores, rows, nk, "row"))
+        kern.add(tile.UnaryOp("exp", scores, probs, rows, nk))  # rounded to the MXU dtype once, summed as used
+        kern.add(tile.BinaryOp("sub", m, m_new, m, rows, 1))
+        kern.add(tile.UnaryOp("exp", m, m, rows, 1))  # the correction e^(m - m')
+        kern.add(tile.BinaryOp("mul", denom, m, denom, rows, 1))
+        kern.add(tile.ReduceOp("sum", probs, stat, rows, nk))
+        kern.add(tile.BinaryOp("add", denom, stat, denom, rows, 1))
+        kern.add(tile.BinaryOp("mul", acc, m, acc, rows, dv, "row"))
+        kern.add(tile.MatmulOp(probs, vt, acc, rows, dv, nk, accumulate=True))
+        kern.add(tile.UnaryOp("copy", m_new, m, rows, 1))
+
+    def query_tile(b: Pos, hk: Pos, q0: int, nq: int) -> None:
+        def each_head(g: Pos, _one: int) -> None:
+            kern.load(q, [b, hk.scaled(group) + g, Pos(q0), Pos()], nq, d, qt, g.scaled(tq * d))
+
+        kern.tiled_range(group, 1, each_head)
+        kern.add(tile.FillOp(m, float("-inf"), rows, 1))
+        kern.add(tile.FillOp(denom, 0.0, rows, 1))
+        kern.add(tile.FillOp(acc, 0.0, rows, dv))
+        last = min(sk, q0 + nq + offset) if causal else sk  # keys any row of the tile sees
+        unmasked = max(0, min(last, q0 + 1 + offset)) if causal else sk  # keys every row sees
+        full_blocks = unmasked // kb
+        kern.tiled_range(full_blocks * kb, kb, lambda k0, nk: key_block(b, hk, q0, k0, nk, None))
+        for k0 in range(full_blocks * kb, last, kb):
+            nk = min(kb, last - k0)
+            key_block(b, hk, q0, Pos(k0), nk, q0 + offset - k0 if causal else None)
+        kern.add(tile.BinaryOp("div", acc, denom, acc, rows, dv, "row"))
+
+        def store_head(g: Pos, _one: int) -> None:
+            kern.store(acc, out, [b, hk.scaled(group) + g, Pos(q0), Pos()], nq, dv, g.scaled(tq * dv))
+
+        kern.tiled_range(group, 1, store_head)
+
+    def per_head_group(b: Pos, hk: Pos) -> None:
+        for q0 in range(0, sq, tq):
+            query_tile(b, hk, q0, min(tq, sq - q0))
+
+    kern.tiled_range(batch, 1, lambda b, _n: kern.tiled_range(kv_heads, 1, lambda hk, _m: per_head_group(b, hk)))
+    return True
+
+
 def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
     """Per (batch, kv head, query tile): S = QK^T*scale (+mask, causal), softmax, O = PV."""
+    if ctx.decode_batch and decode_attention(ctx, op):
+        return
+    if ctx.flash and flash_attention(ctx, op):
+        return
     q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
     batch, heads, sq, d = q.shape
     kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
@@ -382,11 +718,7 @@ def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
     def query_tile(b: Pos, h: Pos, q0: Pos, nq: int) -> None:
         kb.load(q, [b, h, q0, Pos()], nq, d, qt)
         kb.add(tile.MatmulOp(qt, kt, scores, nq, sk, d, accumulate=False))
-        kb.add(tile.ScalarOp("mul", scores, scores, scale, nq, sk))
-        if softcap is not None:
-            kb.add(tile.ScalarOp("div", scores, scores, softcap, nq, sk))
-            kb.add(tile.UnaryOp("tanh", scores, scores, nq, sk))
-            kb.add(tile.ScalarOp("mul", scores, scores, softcap, nq, sk))
+        _scale_and_cap(kb, scores, scale, softcap, nq, sk)
         if mask_view is not None and mask_tile is not None:
             kb.load(mask_view, [b, h, q0, Pos()], nq, sk, mask_tile)
             if minus_inf is not None:
@@ -432,6 +764,10 @@ def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:
     count, width = source.shape[-2], source.shape[-1]
     if table.strides[-1] != 1:
         raise NotImplementedError(f"{loc}: the destination's last dimension must be contiguous")
+    outer_shape = table.shape[:-2]
+    if count * width * prod(outer_shape) * 4 <= ctx.sram_budget // 4:
+        _index_copy_staged(ctx, loc, table, source, ids)
+        return
     rows, cols = fit_tile(min(count, ROW_TILE_MAX), min(width, COL_TILE_MAX), 4, ctx.sram_budget, loc)
     kb = ctx.kernel(loc)
     buf = kb.sram((rows, cols), f32)
@@ -451,6 +787,52 @@ def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:
             kb.tiled_range(table.shape[dim_index], 1, lambda p, _n: outer_loops(dim_index + 1, [*starts, p]))
 
     outer_loops(0, [])
+
+
+def _index_copy_staged(ctx: TileContext, loc: str, table: View, source: View, ids: View) -> None:
+    """A small source (decode's new keys or values): every slice loaded first, then every scatter.
+
+    The scatters then follow one another on the store engine, each only waiting for the loads,
+    instead of one load / scatter round trip (two HBM latencies) per sequence.
+    """
+    outer_shape = table.shape[:-2]
+    count, width = source.shape[-2:]
+    kb = ctx.kernel(loc)
+    buf = kb.sram((prod(outer_shape) * count, width), f32)
+
+    def each_outer(body: Callable[[list[Pos], Pos], None]) -> None:
+        def level(dim: int, starts: list[Pos], flat: Pos) -> None:
+            if dim == len(outer_shape):
+                body(starts, flat)
+                return
+            inner = prod(outer_shape[dim + 1 :])
+            kb.tiled_range(outer_shape[dim], 1, lambda p, _n: level(dim + 1, [*starts, p], flat + p.scaled(inner)))
+
+        level(0, [], Pos())
+
+    each_outer(
+        lambda outer, flat: kb.load(source, [*outer, Pos(), Pos()], count, width, buf, flat.scaled(count * width))
+    )
+
+    def scatter(outer: list[Pos], flat: Pos) -> None:
+        sram = flat.scaled(count * width)
+        table_access = kb.access(table, [*outer, Pos(), Pos()])
+        ids_access = (ids.offset, [0] * kb.depth)
+        kb.add(
+            tile.DmaScatterOp(
+                buf,
+                ids.buffer,
+                table.buffer,
+                count,
+                width,
+                ids_access,
+                table_access,
+                table.strides[-2],
+                (sram.const, sram.strides(kb.depth)),
+            )
+        )
+
+    each_outer(scatter)
 
 
 def concat(ctx: TileContext, op: tfm.ConcatOp) -> None:

@@ -1,5 +1,6 @@
 // RUN: tasic-opt %s -p 'plan-sram{target=tiny}' | filecheck %s
-// plan-sram places each kernel's tiles from 0, 64-byte aligned.
+// plan-sram places each kernel's tiles 64-byte aligned: the first kernel's from 0, the second's ending at the top of
+// the 256 KiB SRAM (so that the two can overlap).
 
 func.func @main() {
   %x = tile.hbm {name = "x", kind = "input"} : memref<4x10xf32, "hbm">
@@ -20,4 +21,4 @@ func.func @main() {
 // CHECK-NEXT: tile.sram {offset = 192 : i64} : memref<4x1xf32, "sram">
 // CHECK-NEXT: tile.sram {offset = 256 : i64} : memref<1x10xbf16, "sram">
 // CHECK: tile.kernel "k2" {
-// CHECK-NEXT: tile.sram {offset = 0 : i64} : memref<2x2xf32, "sram">
+// CHECK-NEXT: tile.sram {offset = 262080 : i64} : memref<2x2xf32, "sram">

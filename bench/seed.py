@@ -1,0 +1,157 @@
+"""The seed benchmark: Llama-3-70B, 8-way tensor parallel, one 2048-token prefill + 127 decode tokens.
+
+Compiles the serving step from the shipped config (no weights, timing only) for sohu-like and
+h100-like, simulates it, and prints tokens/s, step time, utilisation and the roofline beside the
+published reference figures; then an ablation with each optimisation switched off in turn.
+
+    python bench/seed.py [--quantize fp8] [--dtype bf16] [--tp 8] [--no-ablation] [--layers N] [--json]
+
+With --json the last line is one JSON object: per target, its tokens_per_s, mxu_util, roofline_ratio,
+compile_s and sim_s. --layers N shortens the model (quick looks only; not the benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+from tasic.backend.target import Target, load_target
+from tasic.frontend.llama_step import BatchStep, LlamaConfig
+from tasic.serving import OPTIMISATIONS, StepResult, compile_step, load_config, simulate_step, step_pipeline
+
+REFERENCES = (
+    ("Etched Sohu claim, 8 chips, FP8", 500_000, "etched.com, June 2024"),
+    ("8 x H100, TensorRT-LLM 0.10, FP8", 22_735, "NVIDIA: 1,337 output tok/s x 2176/128"),
+)
+TARGETS = ("sohu-like", "h100-like")
+
+
+@dataclasses.dataclass
+class Run:
+    """One compiled and simulated step."""
+
+    result: StepResult
+    compile_s: float
+
+    @property
+    def row(self) -> dict[str, float | str]:
+        r = self.result
+        return {
+            "target": r.target.name,
+            "tokens_per_s": round(r.tokens_per_s, 1),
+            "step_ms": round(r.step_s * 1e3, 4),
+            "mxu_util": round(r.report.mxu_utilization, 4),
+            "hbm_util": round(r.report.hbm_utilization, 4),
+            "link_util": round(r.report.link_utilization, 4),
+            "roofline_ms": round(r.roofline.bound_s * 1e3, 4),
+            "roofline_limit": r.roofline.limit,
+            "roofline_ratio": round(r.roofline_ratio, 3),
+            "compile_s": round(self.compile_s, 2),
+            "sim_s": round(r.sim_s, 2),
+        }
+
+
+def run(
+    config: LlamaConfig,
+    step: BatchStep,
+    target: Target,
+    args: argparse.Namespace,
+    disabled: frozenset[str],
+) -> Run:
+    """Compile and simulate one configuration."""
+    quantize = None if args.quantize == "none" else args.quantize
+    pipeline = step_pipeline(target, args.dtype, args.tp, disabled, quantize)
+    start = time.perf_counter()
+    binary = compile_step(config, step, target, args.dtype, args.tp, pipeline, quantize=quantize)
+    compile_s = time.perf_counter() - start
+    return Run(simulate_step(binary, config, step, target, args.tp), compile_s)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _limits(run_: Run, claim_tokens_per_s: float) -> list[str]:
+    """Where the time goes, and what link bandwidth the claim and the compute bound would need."""
+    r, roof = run_.result, run_.result.roofline
+    clock = r.target.clock_hz
+    busy = ", ".join(f"{name} {cycles / clock * 1e3:.2f} ms" for name, cycles in r.report.busy.items())
+    lines = [f"  {r.target.name}: engine busy time per step: {busy}; roofline bound: {roof.limit}"]
+    engine, cycles = max(r.report.busy.items(), key=lambda item: item[1])
+    if cycles / clock > roof.bound_s:
+        lines.append(
+            f"  {r.target.name}: the busiest engine, {engine}, needs {cycles / clock * 1e3:.2f} ms per step, more than"
+            f" the roofline bound ({roof.bound_s * 1e3:.2f} ms): even with perfect overlap the step cannot reach it"
+        )
+    if roof.link_bytes:
+        claim_s = r.step.tokens / claim_tokens_per_s
+        under_compute = roof.link_bytes / max(roof.compute_s, roof.memory_s)
+        lines.append(
+            f"  {r.target.name}: links carry {roof.link_bytes / 1e9:.2f} GB per chip per step; hiding them under"
+            f" compute needs {under_compute / 1e12:.2f} TB/s per chip, the claim's {claim_s * 1e3:.2f} ms step needs"
+            f" {roof.link_bytes / claim_s / 1e12:.2f} TB/s (target: {r.target.links.bandwidth / 1e12:.2f} TB/s)"
+        )
+    return lines
+
+
+def main() -> None:
+    """Run the benchmark and print its tables."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", default="bf16", help="activations, KV cache and attention dtype (default bf16)")
+    parser.add_argument("--quantize", default="fp8", choices=["fp8", "fp8-row", "none"], help="linears (default fp8)")
+    parser.add_argument("--tp", type=int, default=8, help="tensor-parallel chips (default 8)")
+    parser.add_argument("--layers", type=int, help="shorten the model to N layers (quick look, not the benchmark)")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the ablation table")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of per-target results")
+    args = parser.parse_args()
+
+    config = load_config("llama-3-70b")
+    if args.layers:
+        config = dataclasses.replace(config, layers=args.layers)
+    step = BatchStep.seed()
+    print(
+        f"seed step: {config.name} ({config.layers} layers), {step.prefill}-token prefill + {step.decode_tokens}"
+        f" decode tokens at contexts {', '.join(str(c) for _, c in step.decode_groups)}; TP={args.tp},"
+        f" {args.dtype} activations, linears {args.quantize}"
+    )
+    runs = {name: run(config, step, load_target(name), args, frozenset()) for name in TARGETS}
+
+    header = ["system", "tok/s", "step ms", "MXU", "HBM", "link", "bound ms", "limit", "step/bound"]
+    header += ["compile s", "sim s"]
+    rows = []
+    for run_ in runs.values():
+        row = run_.row
+        rows.append([
+            f"tasic {args.tp} x {row['target']}", f"{row['tokens_per_s']:,.0f}", f"{row['step_ms']:.2f}",
+            f"{row['mxu_util']:.1%}", f"{row['hbm_util']:.1%}", f"{row['link_util']:.1%}",
+            f"{row['roofline_ms']:.2f}", str(row["roofline_limit"]), f"{row['roofline_ratio']:.2f}x",
+            f"{row['compile_s']:.1f}", f"{row['sim_s']:.1f}",
+        ])  # fmt: skip
+    rows += [[name, f"{value:,}", *["-"] * 9] for name, value, _ in REFERENCES]
+    print(_table(rows, header))
+    for name, _, source in REFERENCES:
+        print(f"  reference {name}: {source}")
+    for run_ in runs.values():
+        print("\n".join(_limits(run_, REFERENCES[0][1])))
+
+    if not args.no_ablation:
+        base = runs["sohu-like"]
+        ablation = [["all on", f"{base.row['tokens_per_s']:,.0f}", f"{base.row['step_ms']:.2f}", "1.00x", ""]]
+        for name, what in OPTIMISATIONS.items():
+            off = run(config, step, load_target("sohu-like"), args, frozenset({name}))
+            slower = off.result.step_s / base.result.step_s
+            ablation.append([f"{name} off", f"{off.row['tokens_per_s']:,.0f}", f"{off.row['step_ms']:.2f}",
+                             f"{slower:.2f}x", what])  # fmt: skip
+        print("\nablation on sohu-like (each optimisation off in turn; slowdown vs all on):")
+        print(_table(ablation, ["configuration", "tok/s", "step ms", "slowdown", "optimisation"]))
+    if args.json:
+        print(json.dumps({name: run_.row for name, run_ in runs.items()}))
+
+
+if __name__ == "__main__":
+    main()

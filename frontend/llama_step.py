@@ -1,0 +1,406 @@
+"""A Llama-family serving step built straight from a config.json, without torch and without weights.
+
+The seed benchmark's batch step (docs/seed.md): one prompt of `prefill` tokens plus one new token
+for each of the decoding sequences, grouped by context length. All tokens share the linear layers
+(rows of one [T, hidden] activation); attention is separate per prompt and per decode group:
+
+    ids [T]  rope_cos / rope_sin [T, head_dim]            T = prefill + decode tokens
+    prefill_slots [P]            cache slots of the prompt's keys and values (0..P-1)
+    decode{g}_slot [1]           the slot of group g's new keys and values (its context - 1)
+    state: layers.{i}.prefill_k/v [1, kv_heads, context, head_dim],
+           layers.{i}.decode{g}_k/v [n_g, kv_heads, context_g, head_dim]
+    -> logits [1 + decode tokens, vocab]   (the prompt's last token and every decode token)
+
+    %q = tfm.linear %x, %wq {loc = "model.layers.0.self_attn.q_proj:linear"} : ...
+
+`weights="none"` gives a timing-only graph (tfm.weight ops with shapes, no data); "random" gives
+seeded random weights so that small configs can be checked numerically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+import numpy as np
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr, f32, i64
+from xdsl.ir import Block, Region, SSAValue
+
+from tasic.frontend.errors import FrontendError
+from tasic.frontend.tfm_emitter import TfmEmitter, tensor_type
+from tasic.ir import tfm
+from tasic.ir.weights import WeightStore
+
+_REQUIRED = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+)
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """The figures of a Llama-family decoder that the step graph needs."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    rms_eps: float
+    rope_theta: float
+    max_context: int
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], name: str = "model") -> LlamaConfig:
+        """Read a Hugging Face style config; FrontendError names a missing or bad key."""
+        missing = [key for key in _REQUIRED if key not in config]
+        if missing:
+            raise FrontendError(f"config '{name}' lacks {', '.join(missing)} (a Llama-style config.json is needed)")
+        try:
+            hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+            rope = config.get("rope_parameters") or {}
+            parsed = cls(
+                name=name,
+                hidden=hidden,
+                layers=int(config["num_hidden_layers"]),
+                heads=heads,
+                kv_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or hidden // heads),
+                ffn=int(config["intermediate_size"]),
+                vocab=int(config["vocab_size"]),
+                rms_eps=float(config.get("rms_norm_eps", 1e-5)),
+                rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+                max_context=int(config.get("max_position_embeddings", 8192)),
+            )
+        except (TypeError, ValueError) as err:
+            raise FrontendError(f"config '{name}': {err}") from None
+        for field_name in ("hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "vocab"):
+            if getattr(parsed, field_name) <= 0:
+                raise FrontendError(f"config '{name}': {field_name} must be positive")
+        if heads % parsed.kv_heads:
+            raise FrontendError(
+                f"config '{name}': {heads} attention heads do not group over {parsed.kv_heads} kv heads"
+            )
+        return parsed
+
+    @classmethod
+    def load(cls, path: str | Path) -> LlamaConfig:
+        """Read a config.json file; FrontendError when it is missing or not JSON."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FrontendError(f"config file '{path}' does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise FrontendError(f"config file '{path}' is not JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise FrontendError(f"config file '{path}' is not a JSON object")
+        return cls.from_dict(data, data.get("_name_or_path") or path.stem)
+
+    def weight_count(self) -> int:
+        """Parameters: embeddings, lm_head (untied) and the layers' projections and norms."""
+        attention = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
+        mlp = 3 * self.hidden * self.ffn
+        return 2 * self.vocab * self.hidden + self.layers * (attention + mlp + 2 * self.hidden) + self.hidden
+
+    def step_rows_of_embedding(self, tokens: int) -> int:
+        """Embedding-table values a step reads: one row per token (at most the whole table)."""
+        return min(tokens, self.vocab) * self.hidden
+
+    def kv_bytes_per_token(self, element_bytes: int) -> int:
+        """KV-cache bytes one token takes over all layers."""
+        return self.layers * self.kv_heads * self.head_dim * 2 * element_bytes
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One continuous-batching step: a prompt of `prefill` tokens and decode groups (count, context)."""
+
+    prefill: int
+    decode_groups: tuple[tuple[int, int], ...]
+
+    @property
+    def decode_tokens(self) -> int:
+        """New tokens of the decoding sequences, one each."""
+        return sum(count for count, _ in self.decode_groups)
+
+    @property
+    def tokens(self) -> int:
+        """Rows through the linear layers: prompt tokens plus decode tokens."""
+        return self.prefill + self.decode_tokens
+
+    @property
+    def cache_len(self) -> int:
+        """KV slots of the longest sequence."""
+        return max([self.prefill, *(context for _, context in self.decode_groups)])
+
+    @classmethod
+    def seed(cls, prefill: int = 2048, decode: int = 127, output: int = 128, groups: int = 4) -> BatchStep:
+        """Etched's step: a `prefill`-token prompt and `decode` sequences spread over their `output` tokens.
+
+        Sequence j (1..decode) is at context prefill + j * output // (decode + 1); sequences are put in
+        `groups` groups of consecutive contexts, each costed at its longest context.
+        """
+        if prefill < 1 or decode < 0 or groups < 1 or output < 1:
+            raise FrontendError("prefill, output and groups must be positive and decode non-negative")
+        contexts = [prefill + max(1, j * output // (decode + 1)) for j in range(1, decode + 1)]
+        size = -(-decode // groups) if decode else 0
+        chunks = [contexts[i : i + size] for i in range(0, decode, size)] if decode else []
+        return cls(prefill, tuple((len(chunk), max(chunk)) for chunk in chunks))
+
+
+class _StepEmitter(TfmEmitter):
+    def __init__(self, block: Block) -> None:
+        self.block = block
+        self.loc = ""
+
+    def location(self) -> str:
+        return self.loc
+
+    def unsupported(self, reason: str | None = None) -> NoReturn:
+        raise FrontendError(reason or "unsupported")
+
+
+class _StepBuilder:
+    def __init__(self, config: LlamaConfig, step: BatchStep, weights: Literal["none", "random"], seed: int) -> None:
+        self.config, self.step = config, step
+        self.block = Block()
+        self.emitter = _StepEmitter(self.block)
+        self.weights = WeightStore()
+        self.random = np.random.default_rng(seed) if weights == "random" else None
+        self.input_names: list[str] = []
+        self.state_names: list[str] = []
+        self.state_values: list[SSAValue] = []
+
+    def argument(self, name: str, dims: Sequence[int], element: Any = f32) -> SSAValue:
+        value = self.block.insert_arg(tensor_type(dims, element), len(self.block.args))
+        value.name_hint = name.replace(".", "_")
+        return value
+
+    def weight(self, name: str, dims: Sequence[int], kind: Literal["matrix", "norm"] = "matrix") -> SSAValue:
+        if self.random is not None:
+            if kind == "norm":
+                array = 1 + 0.1 * self.random.standard_normal(dims)
+            else:
+                array = self.random.standard_normal(dims) / math.sqrt(dims[-1])
+            self.weights.add(name, array.astype(np.float32))
+        self.emitter.loc = name.removesuffix(".weight")
+        return self.emitter.emit(tfm.WeightOp(name, tensor_type(dims, f32)))
+
+    def linear(self, x: SSAValue, name: str, out: int) -> SSAValue:
+        w = self.weight(f"{name}.weight", (out, tfm.shape_of(x)[-1]))
+        self.emitter.loc = f"{name}:linear"
+        rows = tfm.shape_of(x)[:-1]
+        return self.emitter.emit(tfm.LinearOp(x, w, None, tensor_type([*rows, out], f32)))
+
+    def rms_norm(self, x: SSAValue, name: str) -> SSAValue:
+        w = self.weight(f"{name}.weight", (self.config.hidden,), "norm")
+        self.emitter.loc = f"{name}:rms_norm"
+        return self.emitter.emit(tfm.RmsNormOp(x, w, self.config.rms_eps))
+
+    def rope(self, x: SSAValue, cos: SSAValue, sin: SSAValue) -> SSAValue:
+        """x [T, heads, head_dim] rotated: x * cos + rotate_half(x) * sin (cos, sin: [T, 1, head_dim])."""
+        e = self.emitter
+        half = self.config.head_dim // 2
+        rotated = e.emit(
+            tfm.ConcatOp([e.unary("neg", e.slice(x, 2, half, 2 * half)), e.slice(x, 2, 0, half)], 2, x.type)
+        )
+        return e.binary("add", e.binary("mul", x, cos), e.binary("mul", rotated, sin))
+
+    def build(self) -> ModuleOp:
+        c, s, e = self.config, self.step, self.emitter
+        tokens = s.tokens
+        ids = self.argument("ids", (tokens,), i64)
+        cos = self.argument("rope_cos", (tokens, c.head_dim))
+        sin = self.argument("rope_sin", (tokens, c.head_dim))
+        prefill_slots = self.argument("prefill_slots", (s.prefill,), i64)
+        decode_slots = [self.argument(f"decode{g}_slot", (1,), i64) for g in range(len(s.decode_groups))]
+        self.input_names = ["ids", "rope_cos", "rope_sin", "prefill_slots"]
+        self.input_names += [f"decode{g}_slot" for g in range(len(s.decode_groups))]
+        e.loc = "rope"
+        cos3 = e.reshape(cos, (tokens, 1, c.head_dim))
+        sin3 = e.reshape(sin, (tokens, 1, c.head_dim))
+        table = self.weight("model.embed_tokens.weight", (c.vocab, c.hidden))
+        e.loc = "model.embed_tokens:embedding"
+        x = e.emit(tfm.EmbeddingOp(table, ids, tensor_type((tokens, c.hidden), f32)))
+        for layer in range(c.layers):
+            x = self.layer(layer, x, cos3, sin3, prefill_slots, decode_slots)
+        x = self.rms_norm(x, "model.norm")
+        e.loc = "model.norm:slice"
+        last = [e.slice(x, 0, s.prefill - 1, s.prefill)] if s.prefill else []
+        rows = (
+            e.emit(
+                tfm.ConcatOp(
+                    [*last, e.slice(x, 0, s.prefill, tokens)], 0, tensor_type((1 + s.decode_tokens, c.hidden), f32)
+                )
+            )
+            if s.decode_tokens
+            else last[0]
+        )
+        logits = self.linear(rows, "lm_head", c.vocab)
+        e.loc = ""
+        self.block.add_op(func.ReturnOp(logits, *self.state_values))
+        inputs = [arg.type for arg in self.block.args]
+        function = func.FuncOp(
+            "main", (inputs, [logits.type, *(v.type for v in self.state_values)]), Region(self.block)
+        )
+        output_names = ["logits", *self.state_names]
+        all_inputs = [*self.input_names, *self.state_names]
+        for attribute, names in (
+            ("tfm.input_names", all_inputs),
+            ("tfm.output_names", output_names),
+            ("tfm.state_names", self.state_names),
+        ):
+            function.attributes[attribute] = ArrayAttr([StringAttr(n) for n in names])
+        module = ModuleOp([function])
+        module.verify()
+        return module
+
+    def cache(self, name: str, dims: Sequence[int]) -> SSAValue:
+        self.state_names.append(name)
+        return self.argument(name, dims)
+
+    def layer(
+        self,
+        layer: int,
+        x: SSAValue,
+        cos: SSAValue,
+        sin: SSAValue,
+        prefill_slots: SSAValue,
+        decode_slots: list[SSAValue],
+    ) -> SSAValue:
+        c, s, e = self.config, self.step, self.emitter
+        prefix = f"model.layers.{layer}"
+        tokens, hd = s.tokens, c.head_dim
+        h = self.rms_norm(x, f"{prefix}.input_layernorm")
+        q = self.linear(h, f"{prefix}.self_attn.q_proj", c.heads * hd)
+        k = self.linear(h, f"{prefix}.self_attn.k_proj", c.kv_heads * hd)
+        v = self.linear(h, f"{prefix}.self_attn.v_proj", c.kv_heads * hd)
+        e.loc = f"{prefix}.self_attn:rope"
+        q = self.rope(e.reshape(q, (tokens, c.heads, hd)), cos, sin)
+        k = self.rope(e.reshape(k, (tokens, c.kv_heads, hd)), cos, sin)
+        v = e.reshape(v, (tokens, c.kv_heads, hd))
+        outputs = []
+        if s.prefill:
+            outputs.append(self.prefill_attention(prefix, q, k, v, prefill_slots))
+        start = s.prefill
+        for group, ((count, context), slot) in enumerate(zip(s.decode_groups, decode_slots, strict=True)):
+            rows = (start, start + count)
+            outputs.append(self.decode_attention(prefix, group, q, k, v, rows, context, slot))
+            start += count
+        e.loc = f"{prefix}.self_attn:concat"
+        attended = (
+            outputs[0]
+            if len(outputs) == 1
+            else e.emit(tfm.ConcatOp(outputs, 0, tensor_type((tokens, c.heads * hd), f32)))
+        )
+        x = self.residual(x, self.linear(attended, f"{prefix}.self_attn.o_proj", c.hidden), prefix)
+        h = self.rms_norm(x, f"{prefix}.post_attention_layernorm")
+        gate = self.linear(h, f"{prefix}.mlp.gate_proj", c.ffn)
+        up = self.linear(h, f"{prefix}.mlp.up_proj", c.ffn)
+        e.loc = f"{prefix}.mlp:silu"
+        hidden = e.binary("mul", e.unary("silu", gate), up)
+        return self.residual(x, self.linear(hidden, f"{prefix}.mlp.down_proj", c.hidden), prefix)
+
+    def residual(self, x: SSAValue, y: SSAValue, prefix: str) -> SSAValue:
+        self.emitter.loc = f"{prefix}:residual"
+        return self.emitter.binary("add", x, y)
+
+    def prefill_attention(self, prefix: str, q: SSAValue, k: SSAValue, v: SSAValue, slots: SSAValue) -> SSAValue:
+        """The prompt attends causally to itself; its keys and values are written to its cache."""
+        c, s, e = self.config, self.step, self.emitter
+        p, hd = s.prefill, c.head_dim
+        e.loc = f"{prefix}.self_attn:prefill"
+        heads_first = [e.transpose(e.slice(t, 0, 0, p), (1, 0, 2)) for t in (q, k, v)]
+        qp, kp, vp = (e.reshape(t, (1, *tfm.shape_of(t))) for t in heads_first)
+        for name, new in (("k", kp), ("v", vp)):
+            cache = self.cache(f"{prefix}.prefill_{name}", (1, c.kv_heads, s.cache_len, hd))
+            self.state_values.append(e.emit(tfm.IndexCopyOp(cache, slots, new, 2)))
+        result = tensor_type((1, c.heads, p, hd), f32)
+        out = e.emit(tfm.AttentionOp(qp, kp, vp, None, True, 1 / math.sqrt(hd), result))
+        return e.reshape(e.transpose(e.reshape(out, (c.heads, p, hd)), (1, 0, 2)), (p, c.heads * hd))
+
+    def decode_attention(
+        self,
+        prefix: str,
+        group: int,
+        q: SSAValue,
+        k: SSAValue,
+        v: SSAValue,
+        rows: tuple[int, int],
+        context: int,
+        slot: SSAValue,
+    ) -> SSAValue:
+        """Each sequence's new token attends to its `context` cached slots (the new one written first)."""
+        c, e = self.config, self.emitter
+        n, hd = rows[1] - rows[0], c.head_dim
+        e.loc = f"{prefix}.self_attn:decode{group}"
+        qd, kd, vd = (e.reshape(e.slice(t, 0, *rows), (n, tfm.shape_of(t)[1], 1, hd)) for t in (q, k, v))
+        caches = []
+        for name, new in (("k", kd), ("v", vd)):
+            cache = self.cache(f"{prefix}.decode{group}_{name}", (n, c.kv_heads, context, hd))
+            updated = e.emit(tfm.IndexCopyOp(cache, slot, new, 2))
+            self.state_values.append(updated)
+            caches.append(updated)
+        result = tensor_type((n, c.heads, 1, hd), f32)
+        out = e.emit(tfm.AttentionOp(qd, caches[0], caches[1], None, False, 1 / math.sqrt(hd), result))
+        return e.reshape(out, (n, c.heads * hd))
+
+
+@dataclass
+class StepGraph:
+    """The step's tfm module, its weights (empty for timing-only) and its entry's names."""
+
+    module: ModuleOp
+    weights: WeightStore
+    input_names: list[str]
+    output_names: list[str]
+    state_names: list[str]
+
+
+def build_step(
+    config: LlamaConfig, step: BatchStep, weights: Literal["none", "random"] = "none", seed: int = 0
+) -> StepGraph:
+    """The tfm graph of one serving step of `config` (see the module docstring)."""
+    if step.cache_len > config.max_context:
+        raise FrontendError(
+            f"a context of {step.cache_len} tokens exceeds the model's {config.max_context} (max_position_embeddings)"
+        )
+    builder = _StepBuilder(config, step, weights, seed)
+    module = builder.build()
+    inputs = [*builder.input_names, *builder.state_names]
+    return StepGraph(module, builder.weights, inputs, ["logits", *builder.state_names], builder.state_names)
+
+
+def step_inputs(config: LlamaConfig, step: BatchStep, seed: int = 0) -> dict[str, np.ndarray]:
+    """Run-time inputs of a step: random token ids, rope tables at each token's position, cache slots.
+
+    Prompt tokens sit at positions 0..P-1; group g's tokens at its context - 1. Caches are not included.
+    """
+    rng = np.random.default_rng(seed)
+    positions = [*range(step.prefill)]
+    for count, context in step.decode_groups:
+        positions += [context - 1] * count
+    inverse = 1.0 / config.rope_theta ** (np.arange(0, config.head_dim, 2) / config.head_dim)
+    angles = np.outer(np.array(positions, np.float64), inverse)
+    angles = np.concatenate([angles, angles], axis=1)
+    inputs = {
+        "ids": rng.integers(0, config.vocab, step.tokens, dtype=np.int64),
+        "rope_cos": np.cos(angles).astype(np.float32),
+        "rope_sin": np.sin(angles).astype(np.float32),
+        "prefill_slots": np.arange(step.prefill, dtype=np.int64),
+    }
+    for g, (_, context) in enumerate(step.decode_groups):
+        inputs[f"decode{g}_slot"] = np.array([context - 1], np.int64)
+    return inputs

@@ -1,0 +1,144 @@
+"""double-buffer: unroll innermost tile loops by two, with a second copy of each iteration-private tile.
+
+A tile is private to an iteration when the iteration writes it before it reads it (a DMA load's
+target, an MXU or VPU result). With one copy, iteration i+1's load must wait until iteration i has
+finished reading the tile; with two, insert-sync lets the DMA fetch the next tile while the engines
+work on this one, and lets stores drain while the next tile computes. Accumulators that carry
+values across iterations keep one copy. Kernels whose tiles would then overflow SRAM are left as
+they are. Run between `tile` and `plan-sram`::
+
+    tile.loop 4 { tile.dma_load %x, %a {offset = 0, loop_strides = [32]}; tile.unary %a, %b; store %b }
+  becomes
+    tile.loop 2 { load %a {offset = 0, loop_strides = [64]}; unary %a, %b; store %b
+                  load %a2 {offset = 32, loop_strides = [64]}; unary %a2, %b2; store %b2 }
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, ModuleOp, i64
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from tasic.backend.target import load_target
+from tasic.ir import tile
+from tasic.passes.tiling.builder import tile_bytes
+
+# Position properties that advance with the loops: strides property -> the offset it moves.
+_MOVING = {"loop_strides": "offset", "sram_loop_strides": "sram_offset", "table_loop_strides": "table_offset"}
+
+
+def _reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
+    """SRAM tiles an engine op reads and writes."""
+    if isinstance(op, tile.DmaLoadOp | tile.DmaGatherOp):
+        return [], [op.dest]
+    if isinstance(op, tile.DmaStoreOp | tile.DmaScatterOp):
+        return [op.source], []
+    if isinstance(op, tile.MatmulOp):
+        reads = [op.lhs, op.rhs, *([op.acc] if op.int_prop("accumulate") else [])]
+        return reads, [op.acc]
+    if isinstance(op, tile.CausalMaskOp):
+        return [op.dest], [op.dest]
+    if isinstance(op, tile.FillOp):
+        return [], [op.dest]
+    if isinstance(op, tile.BinaryOp):
+        return [op.lhs, op.rhs], [op.dest]
+    if isinstance(op, tile.SelectOp):
+        return [op.cond, op.on_true, op.on_false], [op.dest]
+    if isinstance(op, tile.UnaryOp | tile.ScalarOp | tile.ReduceOp | tile.AllReduceOp):
+        return [op.source], [op.dest]
+    return [], []
+
+
+def _private_tiles(body: list[Operation]) -> list[SSAValue]:
+    """Tiles each iteration writes before reading (so a second copy can hold the next iteration's)."""
+    first: dict[SSAValue, str] = {}
+    partial: set[SSAValue] = set()
+    for op in body:
+        reads, writes = _reads_writes(op)
+        for value in reads:
+            first.setdefault(value, "read")
+        for value in writes:
+            first.setdefault(value, "write")
+            if isinstance(op, tile.DmaLoadOp) and (op.int_prop("sram_offset") or op.sram_loop_strides is not None):
+                partial.add(value)
+    return [value for value, kind in first.items() if kind == "write" and value not in partial]
+
+
+def _shifted(op: Operation, depth: int, shift: int, keep_loop: bool) -> None:
+    """Move op's positions `shift` iterations of loop level `depth`; double that loop's stride or drop it."""
+    for strides_name, offset_name in _MOVING.items():
+        strides_attr = op.properties.get(strides_name)
+        if not isinstance(strides_attr, ArrayAttr):
+            continue
+        strides = tile.int_list(strides_attr)
+        name = "diagonal" if isinstance(op, tile.CausalMaskOp) else offset_name
+        offset = op.properties[name].value.data  # type: ignore[attr-defined]
+        op.properties[name] = IntegerAttr(offset + shift * strides[depth], i64)
+        if keep_loop:
+            strides[depth] *= 2
+        else:
+            del strides[depth]
+        op.properties[strides_name] = ArrayAttr([IntegerAttr(s, i64) for s in strides])
+
+
+def _depth(loop: tile.LoopOp) -> int:
+    depth, parent = 0, loop.parent_op()
+    while parent is not None and not isinstance(parent, tile.KernelOp):
+        depth += isinstance(parent, tile.LoopOp)
+        parent = parent.parent_op()
+    return depth
+
+
+def _double(loop: tile.LoopOp, kernel: tile.KernelOp, capacity: int) -> bool:
+    """Unroll `loop` by two with fresh copies of its private tiles; False if it does not apply or fit."""
+    count = loop.count.value.data
+    body = list(loop.body.block.ops)
+    if count < 2 or any(isinstance(op, tile.LoopOp) for op in body):
+        return False
+    private = _private_tiles(body)
+    if not private:
+        return False
+    used = sum(tile_bytes(b.result.type) for b in kernel.body.block.ops if isinstance(b, tile.SramBufferOp))
+    if used + sum(tile_bytes(v.type) for v in private) > capacity:
+        return False
+    copies: dict[SSAValue, SSAValue] = {}
+    for value in private:
+        owner = value.owner
+        assert isinstance(owner, tile.SramBufferOp)
+        twin = tile.SramBufferOp(tuple(value.type.get_shape()), value.type.element_type)
+        kernel.body.block.insert_op_after(twin, owner)
+        copies[value] = twin.result
+    depth = _depth(loop)
+    second = [op.clone(value_mapper=dict(copies)) for op in body]
+    tail = [op.clone() for op in body] if count % 2 else []
+    for op in body:
+        _shifted(op, depth, 0, keep_loop=True)
+    for op in second:
+        _shifted(op, depth, 1, keep_loop=True)
+    for op in tail:
+        _shifted(op, depth, count - 1, keep_loop=False)
+    loop.body.block.add_ops(second)
+    loop.properties["count"] = IntegerAttr(count // 2, i64)
+    if tail:
+        assert loop.parent is not None
+        loop.parent.insert_ops_after(tail, loop)
+    return True
+
+
+@dataclass(frozen=True)
+class DoubleBufferPass(ModulePass):
+    """Double-buffer every innermost tile loop whose kernel has SRAM to spare (see the module docstring)."""
+
+    name = "double-buffer"
+    target: str = "tiny"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        """Transform the innermost loops of every kernel."""
+        capacity = load_target(self.target).sram.bytes
+        for kernel in [k for k in op.walk() if isinstance(k, tile.KernelOp)]:
+            loops = [loop for loop in kernel.walk() if isinstance(loop, tile.LoopOp)]
+            for loop in loops:
+                _double(loop, kernel, capacity)

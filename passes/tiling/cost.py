@@ -1,0 +1,93 @@
+"""The tile-size cost model: pick matmul tiles by estimated time under the SRAM capacity.
+
+For C[m, n] = A[m, k] @ B[k, n] tiled (tm, tn, tk), the estimate is the larger of
+  MXU time: per instruction ceil(folds / arrays) * tk / rate + fill/drain (the simulator's
+            SCALE-Sim output-stationary formula, docs/isa.md), over all (m, n, k) tiles;
+  DMA time: A is read once per column of output tiles, B once per row of output tiles, C written
+            once, at the HBM bandwidth;
+plus what double buffering cannot hide (one step's loads before the first product, the last
+product after the last load) and one DMA latency per output tile (the pipeline refills).
+Tiles must fit SRAM with the A and B
+tiles twice (double buffering). Candidates are the whole dimension and powers of two times the
+array size, so a 2175-row activation is taken whole and a weight is read from HBM once.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tasic.backend.target import Target
+
+
+def matmul_tile_bytes(tm: int, tn: int, tk: int, element_bytes: int, buffers: int = 1, output_tiles: int = 1) -> int:
+    """SRAM bytes of one tile set: A and B (`buffers` copies each), `output_tiles` f32 [tm, tn] tiles
+    (the accumulator, and a fused epilogue's operand), a bias row."""
+    return buffers * (tm * tk + tk * tn) * element_bytes + output_tiles * tm * tn * 4 + tn * 4
+
+
+MAX_EXTENT = 32768
+"""Largest tile extent considered (instruction fields are 16-bit)."""
+
+
+def _candidates(size: int, unit: int) -> list[int]:
+    """The whole size (if an instruction can take it) and unit * 2^i below it."""
+    values = {size} if size <= MAX_EXTENT else set()
+    step = unit
+    while step < min(size, MAX_EXTENT + 1):
+        values.add(step)
+        step *= 2
+    return sorted(values)
+
+
+def estimate_cycles(target: Target, m: int, n: int, k: int, tiles: tuple[int, int, int], eb: int, rate: float) -> float:
+    """Estimated cycles of the tiled matmul (see the module docstring)."""
+    tm, tn, tk = tiles
+    mxu = target.mxu
+    fill_drain = mxu.rows + mxu.cols - 2
+    m_tiles, n_tiles, k_tiles = math.ceil(m / tm), math.ceil(n / tn), math.ceil(k / tk)
+    row_parts = [(tm, m // tm), *([(m % tm, 1)] if m % tm else [])]
+    col_parts = [(tn, n // tn), *([(n % tn, 1)] if n % tn else [])]
+    mxu_cycles = 0.0
+    for rows, row_count in row_parts:
+        for cols, col_count in col_parts:
+            sequential = math.ceil(math.ceil(rows / mxu.rows) * math.ceil(cols / mxu.cols) / mxu.count)
+            if mxu.pipelined:
+                per_tile = sequential * k / rate + k_tiles * fill_drain
+            else:
+                per_tile = sequential * (k / rate + k_tiles * fill_drain)
+            mxu_cycles += row_count * col_count * per_tile
+    moved = (m * k * n_tiles + k * n * m_tiles) * eb + m * n * 4
+    dma_cycles = moved / target.hbm_bytes_per_cycle
+    steps = m_tiles * n_tiles * k_tiles
+    # DMA and MXU overlap (double buffering) except for the first step's loads and the last step's
+    # product, which stand alone: fewer, larger tiles expose more of them.
+    exposed = (mxu_cycles + dma_cycles) / steps
+    return max(mxu_cycles, dma_cycles) + exposed + m_tiles * n_tiles * target.hbm.latency
+
+
+_CHOSEN: dict[tuple[bytes, int, int, int, int, float, int, int], tuple[int, int, int] | None] = {}
+
+
+def best_matmul_tiles(
+    target: Target, m: int, n: int, k: int, eb: int, rate: float, budget: int, output_tiles: int = 1
+) -> tuple[int, int, int] | None:
+    """The cheapest (tm, tn, tk) that fits `budget` bytes double-buffered, or None if none does."""
+    key = (target.hash, m, n, k, eb, rate, budget, output_tiles)
+    if key not in _CHOSEN:
+        _CHOSEN[key] = _search(target, m, n, k, eb, rate, budget, output_tiles)
+    return _CHOSEN[key]
+
+
+def _search(
+    target: Target, m: int, n: int, k: int, eb: int, rate: float, budget: int, output_tiles: int
+) -> tuple[int, int, int] | None:
+    best: tuple[float, tuple[int, int, int]] | None = None
+    for tm in _candidates(m, target.mxu.rows):
+        for tn in _candidates(n, target.mxu.cols):
+            for tk in _candidates(k, max(target.mxu.rows, target.mxu.cols)):
+                if matmul_tile_bytes(tm, tn, tk, eb, 2, output_tiles) > budget:
+                    continue
+                cost = estimate_cycles(target, m, n, k, (tm, tn, tk), eb, rate)
+                if best is None or cost < best[0]:
+                    best = (cost, (tm, tn, tk))
+    return best[1] if best else None

@@ -1,0 +1,117 @@
+"""The seed benchmark's step: configs, the analytical roofline, fit checks and `tasic compile --config`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasic.backend.target import load_target
+from tasic.cli import main
+from tasic.compiler import CompileError, compile_module
+from tasic.frontend.errors import FrontendError
+from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step, step_inputs
+from tasic.isa_sim.simulator import Machine
+from tasic.serving import check_fits, load_config, roofline
+
+TINY_CONFIG = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 50,
+    "max_position_embeddings": 64,
+    "rope_theta": 10000.0,
+}
+
+
+def test_shipped_llama_3_70b_config() -> None:
+    config = load_config("llama-3-70b")
+    assert (config.layers, config.hidden, config.heads, config.kv_heads) == (80, 8192, 64, 8)
+    assert (config.ffn, config.vocab, config.rope_theta, config.head_dim) == (28672, 128256, 500000.0, 128)
+    assert 70e9 < config.weight_count() < 71e9
+
+
+def test_seed_step_is_etched_batch() -> None:
+    """One 2048-token prompt and 127 decode tokens at contexts between 2049 and 2175."""
+    step = BatchStep.seed()
+    assert (step.prefill, step.decode_tokens, step.tokens) == (2048, 127, 2175)
+    assert all(2048 < context <= 2176 for _, context in step.decode_groups)
+
+
+def test_roofline_of_the_seed_step() -> None:
+    """About 313 TFLOP per step in all (DESIGN.md), split over 8 chips; fp8 runs twice bf16's rate."""
+    config, step, target = load_config("llama-3-70b"), BatchStep.seed(), load_target("sohu-like")
+    bf16, fp8 = roofline(config, step, target, "bf16", 8), roofline(config, step, target, "bf16", 8, "fp8")
+    assert 295e12 < 8 * bf16.flops < 320e12
+    # linears (all but attention's ~2 % of the FLOPs) at twice the rate, their weights in half the bytes
+    assert 1.9 * fp8.compute_s < bf16.compute_s < 2 * fp8.compute_s
+    assert fp8.hbm_bytes < 0.7 * bf16.hbm_bytes
+    # each chip sends 2 x 80 all-reduces of 2175 x 8192 bf16 values, 2 x 7/8 of each
+    assert bf16.link_bytes == pytest.approx(160 * 2175 * 8192 * 2 * 2 * 7 / 8)
+    assert bf16.bound_s == max(bf16.compute_s, bf16.memory_s, bf16.link_s)
+
+
+def test_fit_checks_name_the_fix() -> None:
+    config, step, target = load_config("llama-3-70b"), BatchStep.seed(), load_target("sohu-like")
+    with pytest.raises(CompileError, match=r"does not fit 1 chip\(s\) of 'sohu-like'.*it would fit on 2 chips"):
+        check_fits(config, step, target, "bf16", 1)
+    with pytest.raises(CompileError, match=r"--tp 3 does not divide llama-3-70b's 64 attention heads.*1, 2, 4, 8"):
+        check_fits(config, step, target, "bf16", 3)
+    check_fits(config, step, target, "bf16", 8)
+
+
+def test_bad_configs_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="no config 'llama-9'"):
+        load_config("llama-9")
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(FrontendError, match="is not JSON"):
+        load_config(str(bad))
+    bad.write_text(json.dumps({"hidden_size": 8}))
+    with pytest.raises(FrontendError, match="lacks num_hidden_layers"):
+        load_config(str(bad))
+
+
+def test_timing_only_equals_full_simulation_on_two_chips() -> None:
+    """The same step binary (with weights) gives the same cycles with and without numerics."""
+    config = LlamaConfig.from_dict(TINY_CONFIG, "tiny")
+    step = BatchStep(6, ((2, 9), (2, 12)))
+    graph = build_step(config, step, "random")
+    target = load_target("tiny")
+    binary = compile_module(graph.module, graph.weights, target, "f32", tp=2)
+    inputs = step_inputs(config, step)
+    full = Machine(binary, target).run("main", inputs).report
+    timed = Machine(binary, target, timing_only=True).run("main", inputs).report
+    assert full.total_cycles == timed.total_cycles > 0
+    assert full.busy == timed.busy and full.link_bytes == timed.link_bytes > 0
+    assert np.isfinite(full.mxu_utilization)
+
+
+def test_cli_compiles_a_config_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    out = tmp_path / "step.tbin"
+    args = ["compile", "--config", str(path), "--timing-only", "--tp", "2", "--prefill", "16", "--decode", "7"]
+    assert main([*args, "--output-tokens", "16", "--decode-groups", "2", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "one step = 16-token prefill + 7 decode tokens (23 tokens)" in text
+    assert "tokens/s" in text and "step / bound =" in text
+    assert out.exists()
+    assert main(["run", str(out)]) == 1
+    assert "compiled without weights (timing only): simulate it with --timing-only" in capsys.readouterr().err
+    assert main(["run", str(out), "--timing-only"]) == 0
+
+
+def test_cli_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", "--config", "llama-3-70b"]) == 1
+    assert "add --timing-only" in capsys.readouterr().err
+    assert main(["compile", "--config", "llama-3-70b", "--timing-only", "--tp", "3", "--target", "sohu-like"]) == 1
+    assert "--tp 3 does not divide" in capsys.readouterr().err
+    assert (
+        main(["compile", "--config", "llama-3-70b", "--timing-only", "--target", "sohu-like", "--dtype", "bf16"]) == 1
+    )
+    assert "it would fit on 2 chips" in capsys.readouterr().err

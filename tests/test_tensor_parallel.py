@@ -1,0 +1,150 @@
+"""Tensor parallelism: the same outputs on 1, 2 and 4 chips, and the binary that carries the shards.
+
+The model is a 2-layer Llama-family serving step built from a config (frontend/llama_step.py) with
+seeded random weights: a 6-token prompt and two groups of decoding sequences with their own KV
+caches, so column- and row-parallel linears, rope, causal and batched decode attention, KV writes
+and all-reduces are all on the path. A tiny Hugging Face Llama imported through torch.export is
+split as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from tasic.backend.asm import assemble, disassemble
+from tasic.backend.target import load_target
+from tasic.backend.tbin import TbinError, from_bytes, to_bytes
+from tasic.compiler import CompileError, compile_module, default_pipeline
+from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step, step_inputs
+from tasic.frontend.torch_import import import_module
+from tasic.isa_sim.simulator import Machine
+
+Evaluate = Callable[..., list[np.ndarray]]
+
+CONFIG = LlamaConfig(
+    name="tiny-llama",
+    hidden=32,
+    layers=2,
+    heads=8,
+    kv_heads=4,
+    head_dim=8,
+    ffn=64,
+    vocab=50,
+    rms_eps=1e-5,
+    rope_theta=10000.0,
+    max_context=64,
+)
+STEP = BatchStep(6, ((3, 10), (1, 12)))
+
+
+def _run_step(tp: int, tile_options: str = "") -> dict[str, np.ndarray]:
+    """Logits and updated KV caches of one step on `tp` chips of `tiny` (f32)."""
+    graph = build_step(CONFIG, STEP, "random")
+    target = load_target("tiny")
+    pipeline = default_pipeline(target.spec, "f32", tp).replace("dtype=f32}", f"dtype=f32 {tile_options}}}")
+    binary = compile_module(graph.module, graph.weights, target, "f32", pipeline=pipeline, tp=tp)
+    binary = from_bytes(to_bytes(binary))
+    machine = Machine(binary, target)
+    rng = np.random.default_rng(1)
+    for name in graph.state_names:
+        machine.write(name, rng.standard_normal(machine.whole(binary.symbol(name)).shape).astype(np.float32))
+    result = machine.run("main", step_inputs(CONFIG, STEP))
+    return {**result.outputs, **{name: machine.read(name) for name in graph.state_names}}
+
+
+@pytest.fixture(scope="module")
+def single_chip() -> dict[str, np.ndarray]:
+    """The step's outputs on one chip."""
+    return _run_step(1)
+
+
+def test_single_chip_step_matches_the_reference(single_chip: dict[str, np.ndarray], tfm_reference: Evaluate) -> None:
+    """Rope, prefill and batched decode attention and the KV writes on the simulator equal numpy's."""
+    graph = build_step(CONFIG, STEP, "random")
+    rng = np.random.default_rng(1)
+    inputs = step_inputs(CONFIG, STEP)
+    caches = {}
+    for arg, name in zip(graph.module.ops.first.args, graph.input_names, strict=True):  # type: ignore[union-attr]
+        caches[name] = inputs[name] if name in inputs else rng.standard_normal(arg.type.get_shape()).astype(np.float32)
+    expected = tfm_reference(graph.module, graph.weights, [caches[name] for name in graph.input_names])
+    for name, want in zip(graph.output_names, expected, strict=True):
+        np.testing.assert_allclose(single_chip[name], want, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize(("tp", "tile_options"), [(2, ""), (4, ""), (2, "allreduce_overlap=true")])
+def test_tensor_parallel_step_equals_one_chip(tp: int, tile_options: str, single_chip: dict[str, np.ndarray]) -> None:
+    """Logits and every KV cache (split by heads on the chips, joined back) equal the one-chip run;
+    also with the all-reduces inside the row-parallel matmuls' kernels."""
+    split = _run_step(tp, tile_options)
+    assert split.keys() == single_chip.keys()
+    for name, want in single_chip.items():
+        np.testing.assert_allclose(split[name], want, atol=1e-5, err_msg=name)
+
+
+def test_hugging_face_llama_splits_over_two_chips() -> None:
+    """A tiny HF Llama (GQA) imported through torch.export: 2 chips give torch's logits."""
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=64,
+        max_position_embeddings=32,
+    )
+    model = transformers.LlamaForCausalLM(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=ids).logits
+
+    ids = torch.randint(0, 64, (1, 8))
+    graph = import_module(Logits(), (ids,))
+    target = load_target("tiny")
+    binary = compile_module(graph.module, graph.weights, target, "f32", tp=2)
+    assert binary.metadata["chips"] == 2
+    assert sum(1 for i in binary.code if i.opcode == 0x40) >= 2  # an all-reduce after o_proj and down_proj
+    outputs = Machine(binary, target).run("main", {"ids": ids.numpy()}).outputs
+    with torch.no_grad():
+        want = Logits()(ids).numpy()
+    np.testing.assert_allclose(next(iter(outputs.values())), want, atol=1e-4)
+
+
+def test_heads_that_do_not_divide_are_refused() -> None:
+    graph = build_step(CONFIG, STEP, "random")
+    with pytest.raises(CompileError, match=r"needs the attention heads to divide evenly.*8 query and 4 key/value"):
+        compile_module(graph.module, graph.weights, load_target("sohu-like"), "f32", tp=8)
+
+
+def test_more_chips_than_the_target_has_is_refused() -> None:
+    graph = build_step(CONFIG, STEP, "random")
+    with pytest.raises(CompileError, match="--tp 8 needs 8 chips, target 'tiny' has 4"):
+        compile_module(graph.module, graph.weights, load_target("tiny"), "f32", tp=8)
+
+
+def test_shard_section_round_trips_and_is_checked() -> None:
+    """chip 1's weights travel in the SHARDS section; a binary with the wrong amount is refused."""
+    graph = build_step(CONFIG, STEP, "random")
+    binary = compile_module(graph.module, graph.weights, load_target("tiny"), "f32", tp=2)
+    sharded = binary.sharded_weights()
+    assert sharded and len(binary.shard_data) == sum(sym.nbytes for sym in sharded)
+    again = from_bytes(to_bytes(binary))
+    assert again.shard_data == binary.shard_data and again.metadata["shards"] == binary.metadata["shards"]
+    assert to_bytes(assemble(disassemble(binary, with_data=True))) == to_bytes(binary)
+    q_proj = next(sym for sym in sharded if sym.name.startswith("model.layers.0.self_attn.q_proj"))
+    chip1 = dict((sym.name, data) for sym, data in again.chip_constants(1))[q_proj.name]
+    full = graph.weights["model.layers.0.self_attn.q_proj.weight"]
+    np.testing.assert_array_equal(np.frombuffer(chip1, np.float32), full[full.shape[0] // 2 :].T.reshape(-1))
+    binary.shard_data = binary.shard_data[:-4]
+    with pytest.raises(TbinError, match=r"SHARDS section is .* bytes, 2 chips' sharded weights need"):
+        to_bytes(binary)
