@@ -104,7 +104,7 @@ def roofline(
     macs_per_s = target.mxu.rows * target.mxu.cols * target.mxu.count * target.clock_hz
     linear_rate = target.mxu.rate["f8e4m3" if quantize else dtype]
     attention_rate = target.mxu.rate[dtype]
-    compute_s = 2 * linear_macs / (macs_per_s * linear_rate) + 2 * attention_macs / (macs_per_s * attention_rate)
+    compute_s = linear_macs / (macs_per_s * linear_rate) + attention_macs / (macs_per_s * attention_rate)
     link_s = link / target.links.bandwidth if link else 0.0
     return Roofline(flops, hbm, link, compute_s, hbm / target.hbm.bandwidth, link_s)
 

@@ -47,6 +47,8 @@ def test_roofline_of_the_seed_step() -> None:
     config, step, target = load_config("llama-3-70b"), BatchStep.seed(), load_target("sohu-like")
     bf16, fp8 = roofline(config, step, target, "bf16", 8), roofline(config, step, target, "bf16", 8, "fp8")
     assert 295e12 < 8 * bf16.flops < 320e12
+    peak_bf16 = 2 * 32 * 256 * 256 * 1.2e9  # FLOP/s: 32 arrays of 256 x 256 MACs at 1.2 GHz
+    assert bf16.compute_s == pytest.approx(bf16.flops / peak_bf16, rel=1e-9)
     # linears (all but attention's ~2 % of the FLOPs) at twice the rate, their weights in half the bytes
     assert 1.9 * fp8.compute_s < bf16.compute_s < 2 * fp8.compute_s
     assert fp8.hbm_bytes < 0.7 * bf16.hbm_bytes
