@@ -28,6 +28,7 @@ from tasic.passes.tiling.builder import tile_bytes
 
 # Position properties that advance with the loops: strides property -> the offset it moves.
 _MOVING = {"loop_strides": "offset", "sram_loop_strides": "sram_offset", "table_loop_strides": "table_offset"}
+_MASK_MOVING = {"loop_strides": "diagonal"}  # tile.causal moves its diagonal
 
 
 def _reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
@@ -69,14 +70,14 @@ def _private_tiles(body: list[Operation]) -> list[SSAValue]:
 
 def _shifted(op: Operation, depth: int, shift: int, keep_loop: bool) -> None:
     """Move op's positions `shift` iterations of loop level `depth`; double that loop's stride or drop it."""
-    for strides_name, offset_name in _MOVING.items():
+    moving = _MASK_MOVING if isinstance(op, tile.CausalMaskOp) else _MOVING
+    for strides_name, offset_name in moving.items():
         strides_attr = op.properties.get(strides_name)
         if not isinstance(strides_attr, ArrayAttr):
             continue
         strides = tile.int_list(strides_attr)
-        name = "diagonal" if isinstance(op, tile.CausalMaskOp) else offset_name
-        offset = op.properties[name].value.data  # type: ignore[attr-defined]
-        op.properties[name] = IntegerAttr(offset + shift * strides[depth], i64)
+        offset = op.properties[offset_name].value.data  # type: ignore[attr-defined]
+        op.properties[offset_name] = IntegerAttr(offset + shift * strides[depth], i64)
         if keep_loop:
             strides[depth] *= 2
         else:
