@@ -4,7 +4,7 @@ Compiles the serving step from the shipped config (no weights, timing only) for 
 h100-like, simulates it, and prints tokens/s, step time, utilisation and the roofline beside the
 published reference figures; then an ablation with each optimisation switched off in turn.
 
-    python bench/seed.py [--quantize fp8] [--dtype bf16] [--tp 8] [--no-ablation] [--layers N] [--json]
+    python bench/seed.py [--quantize fp8-static] [--dtype bf16] [--tp 8] [--no-ablation] [--layers N] [--json]
 
 With --json the last line is one JSON object: per target, its tokens_per_s, mxu_util, roofline_ratio,
 compile_s and sim_s. --layers N shortens the model (quick looks only; not the benchmark).
@@ -103,7 +103,12 @@ def main() -> None:
     """Run the benchmark and print its tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", default="bf16", help="activations, KV cache and attention dtype (default bf16)")
-    parser.add_argument("--quantize", default="fp8", choices=["fp8", "fp8-row", "none"], help="linears (default fp8)")
+    parser.add_argument(
+        "--quantize",
+        default="fp8-static",
+        choices=["fp8-static", "fp8", "fp8-row", "none"],
+        help="linears (default fp8-static: static per-tensor activation scales, as FP8 serving deploys)",
+    )
     parser.add_argument("--tp", type=int, default=8, help="tensor-parallel chips (default 8)")
     parser.add_argument("--layers", type=int, help="shorten the model to N layers (quick look, not the benchmark)")
     parser.add_argument("--no-ablation", action="store_true", help="skip the ablation table")

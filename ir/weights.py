@@ -13,6 +13,12 @@ quantisation (passes/quantize_fp8.py) stay out of the IR text::
 
     %wq = tfm.weight {name = "fc.weight#fp8e4m3"} : tensor<64x32xf8E4M3FN>
     %ws = tfm.weight {name = "fc.weight#fp8e4m3_scale"} : tensor<64xf32>
+
+`<base>#scaled<x>` is the weight times the float32 constant x (static FP8
+dequantisation factors). `<a>|<b>|...#cat<P>` concatenates weights along dim 0 (fused linears,
+passes/fuse_linears.py), interleaved in P blocks so that part c of P equal
+parts is [a_c, b_c, ...] (tensor parallelism splits the fused weight the way
+it split each one); derivations nest, e.g. `q.weight|k.weight#cat8#fp8e4m3`.
 """
 
 from __future__ import annotations
@@ -84,6 +90,40 @@ DERIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 """Derived weights by suffix: `<base>#<suffix>` is `DERIVATIONS[suffix](weights[<base>])`."""
 
 
+def concatenate_blocks(arrays: list[np.ndarray], parts: int) -> np.ndarray:
+    """`arrays` concatenated along dim 0 as `parts` blocks: part c (of equal parts) is [a_c, b_c, ...]."""
+    for array in arrays:
+        if array.shape[0] % parts:
+            raise ValueError(f"cannot split dim 0 of shape {array.shape} into {parts} parts")
+    blocks = [np.split(np.asarray(a), parts) for a in arrays]
+    return np.concatenate([block for c in range(parts) for block in (b[c] for b in blocks)])
+
+
+def concatenated_name(bases: list[str], parts: int = 1) -> str:
+    """The weight name of `bases` concatenated along dim 0 in `parts` interleaved blocks."""
+    return f"{'|'.join(bases)}#cat{parts}"
+
+
+def scaled_name(base: str, factor: float) -> str:
+    """The weight name of `base` times the constant `factor` (exactly representable in the name)."""
+    return f"{base}#scaled{float(factor)!r}"
+
+
+def _scale_factor(derivation: str) -> float | None:
+    text = derivation.removeprefix("scaled")
+    if not derivation.startswith("scaled"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _concatenation_parts(derivation: str) -> int | None:
+    digits = derivation.removeprefix("cat")
+    return int(digits) if derivation.startswith("cat") and digits.isdigit() and int(digits) >= 1 else None
+
+
 def derived_name(base: str, derivation: str) -> str:
     """The weight name of `derivation` applied to the weight `base`."""
     if derivation not in DERIVATIONS:
@@ -94,7 +134,8 @@ def derived_name(base: str, derivation: str) -> str:
 def split_derived(name: str) -> tuple[str, str] | None:
     """(base, derivation) of a derived weight name, or None for a stored weight."""
     base, sep, derivation = name.rpartition("#")
-    return (base, derivation) if sep and derivation in DERIVATIONS else None
+    known = derivation in DERIVATIONS or _concatenation_parts(derivation) is not None or _scale_factor(derivation)
+    return (base, derivation) if sep and known else None
 
 
 class ResolvedWeights(Mapping[str, np.ndarray]):
@@ -110,13 +151,26 @@ class ResolvedWeights(Mapping[str, np.ndarray]):
         if derived is None:
             raise KeyError(name)
         base, derivation = derived
+        parts = _concatenation_parts(derivation)
+        if parts is not None:
+            return concatenate_blocks([np.asarray(self[b]) for b in base.split("|")], parts)
+        factor = _scale_factor(derivation)
+        if factor is not None:
+            array = np.asarray(self[base])
+            return (array * array.dtype.type(factor)).astype(array.dtype)
         return DERIVATIONS[derivation](np.asarray(self[base]))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
+        if name in self.stored:
+            return True
         derived = split_derived(name)
-        return name in self.stored or (derived is not None and derived[0] in self)
+        if derived is None:
+            return False
+        base, derivation = derived
+        bases = base.split("|") if _concatenation_parts(derivation) is not None else [base]
+        return all(b in self for b in bases)
 
     def __len__(self) -> int:
         return len(self.stored)

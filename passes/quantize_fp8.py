@@ -27,8 +27,10 @@ Options: `granularity=row` gives every row (token) its own scale (`%s` is
 [8, 1]; the dequantisation multiplies by `%s`, then by `%ws`);
 `calibration="scales.json"` reads static per-tensor scales, a JSON object of
 weight name -> max |input| observed on sample inputs: `%q = tfm.quantize %x
-{static_scale = amax / 448}`, values beyond it saturate at +-448. Linears that
-share an input share its quantisation (q, k and v projections).
+{static_scale = amax / 448}`, values beyond it saturate at +-448.
+`placeholder_scales=true` gives static scales of 1 without a calibration: for
+timing-only binaries (no weights to calibrate on; scale values do not change
+timing). Linears that share an input share its quantisation (q, k and v).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from tasic.ir import tfm
-from tasic.ir.weights import FP8_E4M3_MAX, derived_name
+from tasic.ir.weights import DERIVATIONS, FP8_E4M3_MAX, derived_name, scaled_name, split_derived
 
 GRANULARITIES = ("tensor", "row")
 AMAX_FLOOR = 1e-30
@@ -63,12 +65,15 @@ class QuantizeFp8Pass(ModulePass):
     name = "quantize-fp8"
     granularity: str = "tensor"
     calibration: str = ""
+    placeholder_scales: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Quantise every eligible linear of every function."""
         if self.granularity not in GRANULARITIES:
             raise QuantizeError(f"quantize-fp8: granularity must be one of {', '.join(GRANULARITIES)}")
         static = load_calibration(self.calibration) if self.calibration else None
+        if self.placeholder_scales and static is None:
+            static = _UnitScales()
         if static is not None and self.granularity != "tensor":
             raise QuantizeError("quantize-fp8: calibrated (static) scales are per tensor; drop granularity=row")
         for function in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
@@ -86,6 +91,16 @@ def load_calibration(path: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in data.items()}
 
 
+class _UnitScales(dict[str, float]):
+    """Calibrated max |x| of 448 (scale 1) for every linear: placeholders for timing-only binaries."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __missing__(self, name: str) -> float:
+        return FP8_E4M3_MAX
+
+
 def quantizable(linear: tfm.LinearOp) -> tfm.WeightOp | None:
     """The weight op of a float linear this pass rewrites, else None (non-weight or derived weights).
 
@@ -95,8 +110,9 @@ def quantizable(linear: tfm.LinearOp) -> tfm.WeightOp | None:
     weight = linear.weight.owner
     if not isinstance(weight, tfm.WeightOp) or len(tfm.shape_of(weight.result)) != 2:
         return None
-    if "#" in weight.sym.data:
-        return None
+    derived = split_derived(weight.sym.data)
+    if derived is not None and derived[1] in DERIVATIONS:
+        return None  # already quantised (concatenations of fused linears are quantised like stored weights)
     if not (tfm.is_float(linear.input.type) and tfm.is_float(weight.result.type)):
         return None
     if tfm.fp8_max(tfm.element_type(linear.input)) is not None:
@@ -126,33 +142,46 @@ class _Rewriter:
         loc = tfm_loc(linear)
         name = weight.sym.data
         new: list[Operation] = []
-        static = None
-        if self.static is not None:
-            if name not in self.static:
-                raise QuantizeError(f"quantize-fp8: the calibration has no scale for the linear of weight '{name}'")
-            static = self.static[name] / FP8_E4M3_MAX
+        static = self.calibrated_amax(name) / FP8_E4M3_MAX if self.static is not None else None
         q, scale = self.quantized_input(linear.input, static, f"{loc}:quantize", new)
         shard = weight.shard
         wq = self.weight(derived_name(name, "fp8e4m3"), tfm.shape_of(weight.result), self.fp8, new, shard)
         out_features = tfm.shape_of(weight.result)[0]
         scale_shard = shard if shard is not None and shard[0] == 0 else None
-        ws = self.weight(derived_name(name, "fp8e4m3_scale"), (out_features,), f32, new, scale_shard)
+        scales = derived_name(name, "fp8e4m3_scale")
+        if isinstance(scale, float) and scale != 1.0:  # static: scale * ws is a constant, folded at compile time
+            scales = scaled_name(scales, scale)
+        ws = self.weight(scales, (out_features,), f32, new, scale_shard)
         result_type = linear.result.type
-        shape = tfm.shape_of(linear.result)
         y = _add(new, tfm.LinearOp(q, wq, None, result_type), loc)
         if isinstance(scale, float):
             y = _add(new, tfm.BinaryOp("mul", y, ws, result_type), f"{loc}:dequantize")
-            y = _add(new, tfm.ScalarOp("mul", y, scale), f"{loc}:dequantize")
-        elif prod(tfm.shape_of(scale)) == 1:
+            self.finish(linear, y, new)
+            return
+        if prod(tfm.shape_of(scale)) == 1:
             factor_shape = (*tfm.shape_of(scale)[:-1], out_features)
             factor = _add(new, tfm.BinaryOp("mul", scale, ws, _tensor(factor_shape, f32)), f"{loc}:dequantize")
             y = _add(new, tfm.BinaryOp("mul", y, factor, result_type), f"{loc}:dequantize")
         else:
             y = _add(new, tfm.BinaryOp("mul", y, scale, result_type), f"{loc}:dequantize")
             y = _add(new, tfm.BinaryOp("mul", y, ws, result_type), f"{loc}:dequantize")
+        self.finish(linear, y, new)
+
+    def calibrated_amax(self, name: str) -> float:
+        """The calibrated max |input| of the linear of weight `name` (fused linears: the largest of their parts')."""
+        assert self.static is not None
+        if name in self.static:
+            return self.static[name]
+        derived = split_derived(name)
+        if derived is not None and derived[1].startswith("cat"):
+            return max(self.calibrated_amax(base) for base in derived[0].split("|"))
+        raise QuantizeError(f"quantize-fp8: the calibration has no scale for the linear of weight '{name}'")
+
+    def finish(self, linear: tfm.LinearOp, y: SSAValue, new: list[Operation]) -> None:
+        """Add the bias, put the new ops in place of `linear` and erase it."""
         if linear.bias is not None:
-            y = _add(new, tfm.BinaryOp("add", y, linear.bias, result_type), f"{loc}:bias")
-        assert tfm.shape_of(y) == shape
+            y = _add(new, tfm.BinaryOp("add", y, linear.bias, linear.result.type), f"{tfm_loc(linear)}:bias")
+        assert tfm.shape_of(y) == tfm.shape_of(linear.result)
         block = linear.parent_block()
         assert block is not None
         block.insert_ops_before(new, linear)

@@ -55,6 +55,12 @@ def _shard_tp() -> type[ModulePass]:
     return ShardTensorParallelPass
 
 
+def _fuse_linears() -> type[ModulePass]:
+    from tasic.passes.fuse_linears import FuseLinearsPass
+
+    return FuseLinearsPass
+
+
 def _quantize_fp8() -> type[ModulePass]:
     from tasic.passes.quantize_fp8 import QuantizeFp8Pass
 
@@ -99,6 +105,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "raise-attention": _raise_attention,
     "raise-rope": _raise_rope,
     "decode-buckets": _decode_buckets,
+    "fuse-linears": _fuse_linears,
     "quantize-fp8": _quantize_fp8,
     "shard-tp": _shard_tp,
     "tile": _tile,

@@ -91,7 +91,10 @@ def _compile_step(args: argparse.Namespace, target: Target) -> None:
         + (f", {args.quantize} linears" if args.quantize else "")
     )
     if args.calibration:
-        raise UsageError("--config has no weights to calibrate: FP8 steps use run-time activation scales")
+        raise UsageError(
+            "--config has no weights to calibrate: use --quantize fp8-static (static scales, placeholder values)"
+            " or fp8 (run-time scales)"
+        )
     binary = compile_step(config, step, target, args.dtype, args.tp, args.pipeline, _progress, args.quantize)
     compile_s = time.perf_counter() - start
     _progress(f"[2/3] writing {args.output} ({len(binary.code):,} instructions, compiled in {compile_s:.1f}s)")
@@ -272,12 +275,14 @@ def _quantize_options(parser: argparse.ArgumentParser) -> None:
     """--quantize and --calibration (docs/quantization.md)."""
     parser.add_argument(
         "--quantize",
-        choices=["fp8", "fp8-row"],
+        choices=["fp8", "fp8-row", "fp8-static"],
         help="linear layers in FP8 E4M3 with fp32 accumulation: per-channel weight scales, activation scales "
-        "per tensor (fp8) or per row (fp8-row), computed at run time",
+        "per tensor (fp8) or per row (fp8-row) computed at run time, or static per tensor (fp8-static: from "
+        "--calibration; a timing-only --config step needs none)",
     )
     parser.add_argument(
-        "--calibration", help="with --quantize fp8: static activation scales, a JSON file of weight name -> max |input|"
+        "--calibration",
+        help="with --quantize fp8 or fp8-static: static activation scales, a JSON file of weight name -> max |input|",
     )
 
 

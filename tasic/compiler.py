@@ -24,8 +24,13 @@ from tasic.passes.registry import PASSES
 
 RAISE_PASSES = ("raise-linear", "raise-layer-norm", "raise-rms-norm", "raise-gelu", "raise-attention", "raise-rope")
 FLOAT_DTYPES = ("f32", "bf16")
-QUANTIZE_MODES = {"fp8": "quantize-fp8", "fp8-row": 'quantize-fp8{granularity="row"}'}
-"""--quantize choices: FP8 E4M3 linears with per-tensor (fp8) or per-row (fp8-row) activation scales."""
+QUANTIZE_MODES = {
+    "fp8": "quantize-fp8",
+    "fp8-row": 'quantize-fp8{granularity="row"}',
+    "fp8-static": "quantize-fp8{placeholder_scales=true}",
+}
+"""--quantize choices: FP8 E4M3 linears with per-tensor (fp8) or per-row (fp8-row) activation scales computed at
+run time, or static per-tensor scales (fp8-static: from --calibration; placeholders in a timing-only step)."""
 
 
 class CompileError(Exception):
@@ -50,7 +55,7 @@ def default_pipeline(
         "insert-sync",
         "lower-to-isa",
     ]
-    return ",".join([*RAISE_PASSES, *sharding, *quantization, *lowering])
+    return ",".join([*RAISE_PASSES, *sharding, "fuse-linears", *quantization, *lowering])
 
 
 def quantize_pass(quantize: str, calibration: str | None = None) -> str:
@@ -59,8 +64,8 @@ def quantize_pass(quantize: str, calibration: str | None = None) -> str:
         raise CompileError(f"unsupported quantization '{quantize}': choose one of {', '.join(QUANTIZE_MODES)}")
     if not calibration:
         return QUANTIZE_MODES[quantize]
-    if quantize != "fp8":
-        raise CompileError("a calibration file gives static per-tensor scales: use it with --quantize fp8")
+    if quantize not in ("fp8", "fp8-static"):
+        raise CompileError("a calibration file gives static per-tensor scales: use it with --quantize fp8-static")
     return f"quantize-fp8{{calibration={json.dumps(str(calibration))}}}"
 
 
@@ -102,6 +107,10 @@ def compile_module(
 
     if dtype not in FLOAT_DTYPES:
         raise CompileError(f"unsupported dtype '{dtype}': choose one of {', '.join(FLOAT_DTYPES)}")
+    if quantize == "fp8-static" and not calibration and weights is not None and not pipeline:
+        raise CompileError(
+            "--quantize fp8-static needs --calibration FILE (static activation scales; make one with tasic calibrate)"
+        )
     try:
         if tp > target.chips:
             raise CompileError(f"--tp {tp} needs {tp} chips, target '{target.name}' has {target.chips}")

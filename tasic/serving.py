@@ -143,6 +143,7 @@ def _hbm_per_chip(c: LlamaConfig, step: BatchStep, dtype: str, tp: int) -> float
 
 OPTIMISATIONS: dict[str, str] = {
     "rope-fusion": "rotary embeddings as one tfm.rope kernel (raise-rope) instead of six",
+    "linear-fusion": "q/k/v and gate/up linears as one matmul each, silu(gate) * up on its tiles (fuse-linears)",
     "decode-batching": "decode attention: many sequences per matrix instruction (tile decode_batch)",
     "flash-attention": "prefill attention in key blocks, online softmax, causal blocks skipped (tile flash)",
     "cost-model-tiles": "matmul tiles chosen by estimated time under the SRAM capacity (tile cost_model)",
@@ -158,7 +159,7 @@ _TILE_OPTIONS = {
     "cost-model-tiles": "cost_model",
     "epilogue-fusion": "epilogue_fusion",
 }
-_PASSES = {"rope-fusion": "raise-rope", "double-buffering": "double-buffer"}
+_PASSES = {"rope-fusion": "raise-rope", "linear-fusion": "fuse-linears", "double-buffering": "double-buffer"}
 
 
 def step_pipeline(

@@ -96,6 +96,15 @@ def test_model_too_big_for_hbm(models: Path, tmp_path: Path) -> None:
     assert "HBM" in line and "1024" in line
 
 
+def test_static_fp8_without_calibration(models: Path, tmp_path: Path) -> None:
+    """Static FP8 scales on a model with weights need a calibration; a timing-only step has nothing to calibrate."""
+    line = fails_cleanly("compile", f"{models}:mlp", "-o", str(tmp_path / "x.tbin"), "--quantize", "fp8-static")
+    assert "--quantize fp8-static needs --calibration FILE" in line and "tasic calibrate" in line
+    args = ["compile", "--config", "llama-3-70b", "--timing-only", "--quantize", "fp8-static"]
+    line = fails_cleanly(*args, "--calibration", str(tmp_path / "scales.json"), "-o", str(tmp_path / "x.tbin"))
+    assert "--config has no weights to calibrate" in line and "fp8-static" in line
+
+
 def test_truncated_binary(binary: Path, tmp_path: Path) -> None:
     """A cut file is refused."""
     bad = tmp_path / "cut.tbin"

@@ -129,12 +129,13 @@ def test_llama_70b_layer_is_synchronised(sync: str) -> None:
 def test_fewer_tokens_than_barriers() -> None:
     """Pruned tokens and no barriers: fewer dynamic signal/wait ops than one token per dependency.
 
-    Measured 1110 against 1512 (0.73) with kernels alternating SRAM halves (plan-sram): kernels that no
-    longer share SRAM bytes depend on each other only through HBM, with tokens of their own.
+    Measured 854 against 1272 (0.67) with q/k/v and gate/up fused; without pruning, and no barriers,
+    1186: kernels alternating SRAM halves (plan-sram) depend on each other through HBM with tokens
+    of their own, so pruning alone removes less than the barriers' and pruning's sum.
     """
     _, pruned = check_sync(_step(SMALL, SMALL_STEP, "tiny", 2, "insert-sync"))
     _, barriers = check_sync(_step(SMALL, SMALL_STEP, "tiny", 2, "insert-sync{kernel_barriers=true transitive=false}"))
-    assert pruned < 0.8 * barriers
+    assert pruned < 0.7 * barriers
 
 
 _DMA = "rows = 2 : i64, cols = 16 : i64, offset = 0 : i64, row_stride = 16 : i64, col_stride = 1 : i64, sram_offset = 0 : i64"

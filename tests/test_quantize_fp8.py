@@ -74,9 +74,7 @@ def _emulate(x: np.ndarray, weights: dict[str, np.ndarray], mode: str, amax: flo
     acc = np.einsum("bsk,nk->bsn", xq.astype(np.float64), wq.astype(np.float64))
     magnitude = np.einsum("bsk,nk->bsn", np.abs(xq).astype(np.float64), np.abs(wq).astype(np.float64))
     y = acc.astype(F32)
-    if mode == "static":
-        z, factor = (y * ws) * scale, ws * scale
-    elif mode == "row":
+    if mode == "row":
         z, factor = (y * scale) * ws, scale * ws
     else:
         factor = scale * ws

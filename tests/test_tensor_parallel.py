@@ -141,10 +141,12 @@ def test_shard_section_round_trips_and_is_checked() -> None:
     again = from_bytes(to_bytes(binary))
     assert again.shard_data == binary.shard_data and again.metadata["shards"] == binary.metadata["shards"]
     assert to_bytes(assemble(disassemble(binary, with_data=True))) == to_bytes(binary)
-    q_proj = next(sym for sym in sharded if sym.name.startswith("model.layers.0.self_attn.q_proj"))
-    chip1 = dict((sym.name, data) for sym, data in again.chip_constants(1))[q_proj.name]
-    full = graph.weights["model.layers.0.self_attn.q_proj.weight"]
-    np.testing.assert_array_equal(np.frombuffer(chip1, np.float32), full[full.shape[0] // 2 :].T.reshape(-1))
+    qkv = next(sym for sym in sharded if sym.name.startswith("model.layers.0.self_attn.q_proj"))
+    assert "#cat2" in qkv.name, "q, k and v are fused (fuse-linears) in per-chip blocks"
+    chip1 = dict((sym.name, data) for sym, data in again.chip_constants(1))[qkv.name]
+    parts = [graph.weights[f"model.layers.0.self_attn.{p}_proj.weight"] for p in "qkv"]
+    want = np.concatenate([w[w.shape[0] // 2 :] for w in parts])  # chip 1's q, k and v rows
+    np.testing.assert_array_equal(np.frombuffer(chip1, np.float32), want.T.reshape(-1))
     binary.shard_data = binary.shard_data[:-4]
     with pytest.raises(TbinError, match=r"SHARDS section is .* bytes, 2 chips' sharded weights need"):
         to_bytes(binary)

@@ -39,8 +39,18 @@ def _candidates(size: int, unit: int) -> list[int]:
     return sorted(values)
 
 
-def estimate_cycles(target: Target, m: int, n: int, k: int, tiles: tuple[int, int, int], eb: int, rate: float) -> float:
-    """Estimated cycles of the tiled matmul (see the module docstring)."""
+def estimate_cycles(
+    target: Target,
+    m: int,
+    n: int,
+    k: int,
+    tiles: tuple[int, int, int],
+    eb: int,
+    rate: float,
+    parts: int = 1,
+) -> float:
+    """Estimated cycles of the tiled matmul (see the module docstring); with `parts` > 1 each output tile
+    is that many instructions side by side (a gated gate/up pair), each paying its own fill and drain."""
     tm, tn, tk = tiles
     mxu = target.mxu
     fill_drain = mxu.rows + mxu.cols - 2
@@ -50,12 +60,13 @@ def estimate_cycles(target: Target, m: int, n: int, k: int, tiles: tuple[int, in
     mxu_cycles = 0.0
     for rows, row_count in row_parts:
         for cols, col_count in col_parts:
-            sequential = math.ceil(math.ceil(rows / mxu.rows) * math.ceil(cols / mxu.cols) / mxu.count)
+            part_cols = math.ceil(cols / parts)
+            sequential = math.ceil(math.ceil(rows / mxu.rows) * math.ceil(part_cols / mxu.cols) / mxu.count)
             if mxu.pipelined:
                 per_tile = sequential * k / rate + k_tiles * fill_drain
             else:
                 per_tile = sequential * (k / rate + k_tiles * fill_drain)
-            mxu_cycles += row_count * col_count * per_tile
+            mxu_cycles += row_count * col_count * per_tile * parts
     moved = (m * k * n_tiles + k * n * m_tiles) * eb + m * n * 4
     dma_cycles = moved / target.hbm_bytes_per_cycle
     steps = m_tiles * n_tiles * k_tiles
@@ -65,21 +76,38 @@ def estimate_cycles(target: Target, m: int, n: int, k: int, tiles: tuple[int, in
     return max(mxu_cycles, dma_cycles) + exposed + m_tiles * n_tiles * target.hbm.latency
 
 
-_CHOSEN: dict[tuple[bytes, int, int, int, int, float, int, int], tuple[int, int, int] | None] = {}
+_CHOSEN: dict[tuple, tuple[int, int, int] | None] = {}
 
 
 def best_matmul_tiles(
-    target: Target, m: int, n: int, k: int, eb: int, rate: float, budget: int, output_tiles: int = 1
+    target: Target,
+    m: int,
+    n: int,
+    k: int,
+    eb: int,
+    rate: float,
+    budget: int,
+    output_tiles: int = 1,
+    parts: int = 1,
 ) -> tuple[int, int, int] | None:
-    """The cheapest (tm, tn, tk) that fits `budget` bytes double-buffered, or None if none does."""
-    key = (target.hash, m, n, k, eb, rate, budget, output_tiles)
+    """The cheapest (tm, tn, tk) that fits `budget` bytes double-buffered, or None if none does
+    (`parts` as in `estimate_cycles`)."""
+    key = (target.hash, m, n, k, eb, rate, budget, output_tiles, parts)
     if key not in _CHOSEN:
-        _CHOSEN[key] = _search(target, m, n, k, eb, rate, budget, output_tiles)
+        _CHOSEN[key] = _search(target, m, n, k, eb, rate, budget, output_tiles, parts)
     return _CHOSEN[key]
 
 
 def _search(
-    target: Target, m: int, n: int, k: int, eb: int, rate: float, budget: int, output_tiles: int
+    target: Target,
+    m: int,
+    n: int,
+    k: int,
+    eb: int,
+    rate: float,
+    budget: int,
+    output_tiles: int,
+    parts: int,
 ) -> tuple[int, int, int] | None:
     best: tuple[float, tuple[int, int, int]] | None = None
     for tm in _candidates(m, target.mxu.rows):
@@ -87,7 +115,7 @@ def _search(
             for tk in _candidates(k, max(target.mxu.rows, target.mxu.cols)):
                 if matmul_tile_bytes(tm, tn, tk, eb, 2, output_tiles) > budget:
                     continue
-                cost = estimate_cycles(target, m, n, k, (tm, tn, tk), eb, rate)
+                cost = estimate_cycles(target, m, n, k, (tm, tn, tk), eb, rate, parts)
                 if best is None or cost < best[0]:
                     best = (cost, (tm, tn, tk))
     return best[1] if best else None

@@ -3,12 +3,15 @@ output tile in SRAM before the one store, instead of a kernel each with a round 
 
 A chain grows from the producer's result while the value has exactly one use, that use is a
 tfm.unary / tfm.scalar / tfm.binary of the same shape and float type, and a binary op's other
-operand is already in HBM (computed earlier) and tiles like the result. A matmul's chain may start
-with its tfm.all_reduce (tensor parallelism): each output tile is reduced over the links while the
-MXU computes the next one. Example (SwiGLU and the residual add):
+operand is already in HBM (computed earlier) and tiles like the result; an operand that only varies
+along columns (a per-channel scale, a bias) is loaded as one row. A tfm.quantize with a static scale
+ends a chain: the tile is scaled and clamped, and the store rounds it to the 8-bit float. A matmul's
+chain may start with its tfm.all_reduce (tensor parallelism): each output tile is reduced over the
+links while the MXU computes the next one. Example (SwiGLU and the residual add):
 
     %g = tfm.linear %h, %wg ; %s = tfm.unary %g {fn = "silu"}        -> one kernel: matmul, silu
     %u = tfm.linear %h, %wu ; %m = tfm.binary %s, %u {fn = "mul"}    -> one kernel: matmul, * s tile
+    %n = tfm.rms_norm %x, %g ; %q = tfm.quantize %n {static_scale}   -> one kernel: norm, / scale, clamp
 """
 
 from __future__ import annotations
@@ -28,9 +31,22 @@ from tasic.passes.tiling.views import View
 class EpilogueStep:
     """One fused op: its tfm op and, for a binary op, the other operand's view (result-shaped)."""
 
-    op: tfm.UnaryOp | tfm.ScalarOp | tfm.BinaryOp | tfm.AllReduceOp
+    op: tfm.UnaryOp | tfm.ScalarOp | tfm.BinaryOp | tfm.AllReduceOp | tfm.QuantizeOp
     other: View | None = None
     chain_is_lhs: bool = True
+
+    @property
+    def other_is_row(self) -> bool:
+        """Whether the other operand is one row broadcast down the tile (loaded once per tile as [1, cols])."""
+        return self.other is not None and self.other.strides[0] == 0
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """SRAM tiles for the other operands of binary steps: a whole tile, and one row."""
+
+    tile: SSAValue | None
+    row: SSAValue | None
 
 
 def collect(ctx: TileContext, value: SSAValue, flat_shape: tuple[int, ...]) -> tuple[list[EpilogueStep], SSAValue]:
@@ -50,6 +66,10 @@ def collect(ctx: TileContext, value: SSAValue, flat_shape: tuple[int, ...]) -> t
             ctx.fused.add(user)
             value = user.result
             continue
+        if isinstance(user, tfm.QuantizeOp) and user.static_scale is not None:
+            steps.append(EpilogueStep(user))  # the last step: the store rounds to the 8-bit float
+            ctx.fused.add(user)
+            return steps, user.result
         if not isinstance(user, tfm.UnaryOp | tfm.ScalarOp | tfm.BinaryOp):
             break
         if tfm.shape_of(user.result) != shape or tfm.element_type(user.result) != element:
@@ -72,9 +92,57 @@ def collect(ctx: TileContext, value: SSAValue, flat_shape: tuple[int, ...]) -> t
     return steps, value
 
 
-def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch: SSAValue | None,
+@dataclass(frozen=True)
+class GatedEpilogue:
+    """silu(gate) * up on the two halves of a fused gate/up linear (passes/fuse_linears.py):
+
+        %y = tfm.linear %x, %w_gate_up   (+ `shared` steps on all 2F columns, e.g. FP8 dequantisation)
+        %g = tfm.slice %y [0, F) ; %u = tfm.slice %y [F, 2F)
+        %s = tfm.unary %g {fn = "silu"}  (`gate` steps) ; %m = tfm.binary %s, %u {fn = "mul"}  (`join`)
+        (+ `after` steps on %m, ending at `final`)
+
+    The kernel computes a gate tile and the matching up tile, so %y is never stored."""
+
+    width: int
+    gate: list[EpilogueStep]
+    join: tfm.BinaryOp
+    after: list[EpilogueStep]
+    final: SSAValue
+
+
+def collect_gated(ctx: TileContext, value: SSAValue, flat_shape: tuple[int, int]) -> GatedEpilogue | None:
+    """The gated epilogue after `value` (a fused linear's result after its shared steps), or None."""
+    if not ctx.epilogue_fusion or flat_shape[1] % 2:
+        return None
+    half = flat_shape[1] // 2
+    rank = len(tfm.shape_of(value))
+    slices = [use.operation for use in value.uses]
+    if len(slices) != 2 or not all(isinstance(s, tfm.SliceOp) for s in slices):
+        return None
+    bounds = {(s.dim.value.data, s.start.value.data, s.end.value.data, s.step.value.data): s for s in slices}  # type: ignore[attr-defined]
+    gate_slice, up_slice = bounds.get((rank - 1, 0, half, 1)), bounds.get((rank - 1, half, 2 * half, 1))
+    if gate_slice is None or up_slice is None or not up_slice.result.has_one_use():
+        return None
+    chain, current = [], gate_slice.result
+    while current.has_one_use():
+        user = current.get_user_of_unique_use()
+        if not isinstance(user, tfm.UnaryOp | tfm.ScalarOp) or user.result.type != current.type:
+            break
+        chain.append(user)
+        current = user.result
+    join = current.get_user_of_unique_use() if current.has_one_use() else None
+    if not isinstance(join, tfm.BinaryOp) or join.fn.data != "mul" or join.result.type != current.type:
+        return None
+    if set(join.operands) != {current, up_slice.result}:
+        return None
+    ctx.fused.update([gate_slice, up_slice, *chain, join])
+    after, final = collect(ctx, join.result, (flat_shape[0], half))
+    return GatedEpilogue(half, [EpilogueStep(op) for op in chain], join, after, final)
+
+
+def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch: Scratch,
           starts: list[Pos], rows: int, cols: int, link: SSAValue | None = None) -> None:  # fmt: skip
-    """Emit the chain on the f32 tile `work` (in place); `scratch` holds a binary op's other operand,
+    """Emit the chain on the f32 tile `work` (in place); `scratch` holds binary ops' other operands,
     `link` the tile an all-reduce sends (in the HBM dtype, as the unfused all-reduce would)."""
     for step in steps:
         op = step.op
@@ -82,20 +150,44 @@ def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch:
             assert link is not None
             kb.add(tile.UnaryOp("copy", work, link, rows, cols))
             kb.add(tile.AllReduceOp(link, work, op.chips.value.data, rows, cols))
+        elif isinstance(op, tfm.QuantizeOp):
+            limit = tfm.fp8_max(tfm.element_type(op.result))
+            assert op.static_scale is not None and limit is not None
+            kb.add(tile.ScalarOp("div", work, work, op.static_scale.value.data, rows, cols))
+            kb.add(tile.ScalarOp("min", work, work, limit, rows, cols))
+            kb.add(tile.ScalarOp("max", work, work, -limit, rows, cols))
         elif isinstance(op, tfm.UnaryOp):
             kb.add(tile.UnaryOp(op.fn.data, work, work, rows, cols))
         elif isinstance(op, tfm.ScalarOp):
             kb.add(tile.ScalarOp(op.fn.data, work, work, op.value.value.data, rows, cols))
+        elif not _needs_whole_tile(step):
+            assert scratch.row is not None and step.other is not None
+            kb.load(step.other, [Pos(), starts[-1]], 1, cols, scratch.row)
+            kb.add(tile.BinaryOp(op.fn.data, work, scratch.row, work, rows, cols, "col"))
         else:
-            assert scratch is not None and step.other is not None
-            kb.load(step.other, starts, rows, cols, scratch)
-            lhs, rhs = (work, scratch) if step.chain_is_lhs else (scratch, work)
+            assert scratch.tile is not None and step.other is not None
+            kb.load(step.other, starts, rows, cols, scratch.tile)
+            lhs, rhs = (work, scratch.tile) if step.chain_is_lhs else (scratch.tile, work)
             kb.add(tile.BinaryOp(op.fn.data, lhs, rhs, work, rows, cols))
 
 
-def scratch_tile(kb: KernelBuilder, steps: list[EpilogueStep], rows: int, cols: int) -> SSAValue | None:
-    """An f32 tile for binary steps' other operands, if there are any."""
-    return kb.sram((rows, cols), f32) if any(s.other is not None for s in steps) else None
+def _needs_whole_tile(step: EpilogueStep) -> bool:
+    """A binary step whose other operand is loaded as a whole tile (not one row in "col" mode)."""
+    if step.other is None:
+        return False
+    return not (step.other_is_row and (step.chain_is_lhs or step.op.fn.data in ("add", "mul")))  # type: ignore[union-attr]
+
+
+def scratch_tiles(kb: KernelBuilder, steps: list[EpilogueStep], rows: int, cols: int) -> Scratch:
+    """f32 tiles for binary steps' other operands: a whole tile and a single row, as the steps need."""
+    whole = kb.sram((rows, cols), f32) if scratch_tiles_needed(steps) else None
+    row = any(s.other is not None and not _needs_whole_tile(s) for s in steps)
+    return Scratch(whole, kb.sram((1, cols), f32) if row else None)
+
+
+def scratch_tiles_needed(steps: list[EpilogueStep]) -> int:
+    """How many whole f32 result tiles `scratch_tiles` declares (0 or 1), for SRAM budgets."""
+    return int(any(_needs_whole_tile(s) for s in steps))
 
 
 def reduces(steps: list[EpilogueStep]) -> bool:

@@ -18,8 +18,16 @@ from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos, as_
 from tasic.passes.tiling.context import TileContext
 from tasic.passes.tiling.cost import best_matmul_tiles, matmul_tile_bytes
 from tasic.passes.tiling.dtypes import dtype_name, element_bytes
+from tasic.passes.tiling.epilogue import (
+    EpilogueStep,
+    GatedEpilogue,
+    collect,
+    collect_gated,
+    reduces,
+    scratch_tiles,
+    scratch_tiles_needed,
+)
 from tasic.passes.tiling.epilogue import apply as apply_epilogue
-from tasic.passes.tiling.epilogue import collect, reduces, scratch_tile
 from tasic.passes.tiling.views import View
 
 ROW_TILE_MAX = 256
@@ -158,7 +166,10 @@ ALL_REDUCE_CHUNKS = 4
 def all_reduce(ctx: TileContext, op: tfm.AllReduceOp) -> None:
     """tfm.all_reduce -> tile.all_reduce in place on tiles in the HBM dtype (what the links carry).
 
-    Tiles are as large as SRAM allows: every all-reduce pays two link latencies.
+    Tiles are as large as SRAM allows: every all-reduce pays two link latencies. With epilogue fusion
+    the tiles also get the elementwise chain after the all-reduce (the residual add) and, when they
+    span whole rows, the rms_norm of its result and that norm's own chain (e.g. a static FP8 quantize):
+    the norm then runs on the VPU while the links carry the next rows.
     """
     link_type = ctx.storage_type(op.result.type)
     shape = as_matrix_shape(tfm.shape_of(op.result))
@@ -167,23 +178,70 @@ def all_reduce(ctx: TileContext, op: tfm.AllReduceOp) -> None:
     source = ctx.view_of(op.input).broadcast_to(shape).reshape(flat_shape)
     dest = ctx.result_view(final).reshape(flat_shape)
     assert source is not None and dest is not None, "all-reduce operands are dense"
-    per_element = element_bytes(link_type) + (8 if steps else 0)
+    norm = _following_rms_norm(ctx, final)
+    per_element = element_bytes(link_type) + (4 + 4 * scratch_tiles_needed(steps) if steps or norm else 0)
     chunk = -(-flat_shape[0] // ALL_REDUCE_CHUNKS)  # a few chunks pipeline load, links, epilogue and store
-    rows, cols = fit_tile(chunk, flat_shape[1], per_element, ctx.sram_budget // 2, f"{loc_of(op)} tiles")
+    if norm is not None:  # the normed tile and one for the norm chain's operands
+        rows, cols = fit_tile(chunk, flat_shape[1], per_element + 8, ctx.sram_budget // 2, f"{loc_of(op)} tiles")
+        norm = norm if cols == flat_shape[1] else None
+    if norm is None:
+        rows, cols = fit_tile(chunk, flat_shape[1], per_element, ctx.sram_budget // 2, f"{loc_of(op)} tiles")
     kb = ctx.kernel(loc_of(op))
     buf = kb.sram((rows, cols), link_type)
-    work = kb.sram((rows, cols), f32) if steps else buf
-    scratch = scratch_tile(kb, steps, rows, cols)
+    work = kb.sram((rows, cols), f32) if steps or norm else buf
+    scratch = scratch_tiles(kb, steps, rows, cols)
+    emit_norm = _rms_norm_epilogue(ctx, kb, norm, flat_shape, rows) if norm is not None else None
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         kb.load(source, starts, nr, nc, buf)
         kb.add(tile.AllReduceOp(buf, buf, op.chips.value.data, nr, nc))
-        if steps:
+        if steps or norm:
             kb.add(tile.UnaryOp("copy", buf, work, nr, nc))
             apply_epilogue(kb, steps, work, scratch, starts, nr, nc)
         kb.store(work, dest, starts, nr, nc)
+        if emit_norm is not None:
+            emit_norm(work, starts, nr, nc)
 
     kb.for_each_tile(flat_shape, rows, cols, body)
+
+
+def _following_rms_norm(ctx: TileContext, value: SSAValue) -> tfm.RmsNormOp | None:
+    """The one rms_norm reading `value` (whose weight is known), if epilogue fusion may compute it."""
+    if not ctx.epilogue_fusion:
+        return None
+    norms = [use.operation for use in value.uses if isinstance(use.operation, tfm.RmsNormOp)]
+    if len(norms) != 1 or norms[0].input is not value or norms[0].result.type != value.type:  # type: ignore[union-attr]
+        return None
+    norm = norms[0]
+    assert isinstance(norm, tfm.RmsNormOp)
+    if norm.weight not in ctx.views and not isinstance(norm.weight.owner, tfm.WeightOp):
+        return None
+    return norm
+
+
+def _rms_norm_epilogue(
+    ctx: TileContext, kb: KernelBuilder, norm: tfm.RmsNormOp, flat_shape: tuple[int, int], rows: int
+) -> Callable[[SSAValue, list[Pos], int, int], None]:
+    """Declare the tiles of `norm` computed from whole-row tiles of its input; return the emitter."""
+    ctx.fused.add(norm)
+    steps, final = collect(ctx, norm.result, flat_shape)
+    dest = ctx.result_view(final).reshape(flat_shape)
+    assert dest is not None, "a fresh result buffer is dense"
+    width = flat_shape[1]
+    normed, stat, gamma = kb.sram((rows, width), f32), kb.sram((rows, 1), f32), kb.sram((1, width), f32)
+    scratch = scratch_tiles(kb, steps, rows, width)
+    kb.load(ctx.view_of(norm.weight).broadcast_to((1, width)), [Pos(), Pos()], 1, width, gamma)
+    eps = norm.eps.value.data
+
+    def emit(x: SSAValue, starts: list[Pos], nr: int, nc: int) -> None:
+        kb.add(tile.BinaryOp("mul", x, x, normed, nr, nc))
+        _rsqrt_mean(kb, normed, stat, eps, nr, nc)
+        kb.add(tile.BinaryOp("mul", x, stat, normed, nr, nc, "row"))
+        kb.add(tile.BinaryOp("mul", normed, gamma, normed, nr, nc, "col"))
+        apply_epilogue(kb, steps, normed, scratch, starts, nr, nc)
+        kb.store(normed, dest, starts, nr, nc)
+
+    return emit
 
 
 def copy_into(ctx: TileContext, loc: str, result: SSAValue, source: View) -> None:
@@ -193,13 +251,21 @@ def copy_into(ctx: TileContext, loc: str, result: SSAValue, source: View) -> Non
 
 
 def _matmul_tiles(
-    ctx: TileContext, m: int, n: int, k: int, loc: str, mxu: Attribute | None = None, output_tiles: int = 1
+    ctx: TileContext,
+    m: int,
+    n: int,
+    k: int,
+    loc: str,
+    mxu: Attribute | None = None,
+    output_tiles: int = 1,
+    parts: int = 1,
 ) -> tuple[int, int, int]:
-    """(tm, tn, tk) of a tiled matmul, chosen by the cost model (tiling/cost.py) or the fixed rule."""
+    """(tm, tn, tk) of a tiled matmul, chosen by the cost model (tiling/cost.py) or the fixed rule
+    (`parts` instructions side by side per output tile)."""
     eb = element_bytes(mxu or ctx.mxu_type)
     rate = ctx.target.mxu.rate.get(dtype_name(mxu or ctx.mxu_type), 1.0)
     if ctx.cost_model:
-        best = best_matmul_tiles(ctx.target, m, n, k, eb, rate, ctx.sram_budget, output_tiles)
+        best = best_matmul_tiles(ctx.target, m, n, k, eb, rate, ctx.sram_budget, output_tiles, parts)
         if best is not None:
             return best
     rows, cols = ctx.target.mxu.rows, ctx.target.mxu.cols
@@ -240,11 +306,15 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
             a_full, m, batch, flat = a_flat, prod(batch) * m, (), True
             b_full = View(b.buffer, b.offset + 0, (k, n), b_full.strides[-2:])
     steps, final = collect(ctx, result, (m, n)) if not batch else ([], result)
+    gated = collect_gated(ctx, final, (m, n)) if not batch and bias is None and not reduces(steps) else None
+    if gated is not None:
+        _gated_matmul(ctx, loc, a_full, b_full, steps, gated)
+        return
     out = ctx.result_view(final)
     out_full = out.reshape((m, n)) if flat else out
     assert out_full is not None, "a fresh result buffer is dense"
     mxu = matmul_operand_type(ctx, a, b)
-    output_tiles = 1 + any(s.other is not None for s in steps) + reduces(steps)
+    output_tiles = 1 + scratch_tiles_needed(steps) + reduces(steps)
     tm, tn, tk = _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
     if reduces(steps):  # column chunks (the activation is re-read, not the weight): links overlap the MXU
         chunk = -(-n // ALL_REDUCE_CHUNKS)
@@ -252,7 +322,7 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     kb = ctx.kernel(loc)
     lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
     acc = kb.sram((tm, tn), f32)
-    scratch = scratch_tile(kb, steps, tm, tn)
+    scratch = scratch_tiles(kb, steps, tm, tn)
     link = kb.sram((tm, tn), ctx.storage_type(result.type)) if reduces(steps) else None
     bias_tile = kb.sram((1, tn), f32) if bias is not None else None
     bias_view = bias.broadcast_to((1, n)) if bias is not None else None
@@ -286,6 +356,49 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
                 batch_loops(dim + 1, [*starts, counter])
 
     batch_loops(0, [])
+
+
+def _gated_matmul(
+    ctx: TileContext, loc: str, a: View, b: View, shared: list[EpilogueStep], gated: GatedEpilogue
+) -> None:
+    """silu(a @ b[:, :F]) * (a @ b[:, F:]) (`GatedEpilogue`): a gate and an up accumulator per output tile,
+    sharing the activation tile; `shared` steps apply to both halves at their own columns."""
+    m, k = a.shape
+    width = gated.width
+    out = ctx.result_view(gated.final).reshape((m, width))
+    assert out is not None, "a fresh result buffer is dense"
+    mxu = matmul_operand_type(ctx, a, b)
+    steps = [*shared, *gated.gate, *gated.after]
+    tm, tn, tk = _matmul_tiles(ctx, m, 2 * width, k, loc, mxu, 1 + scratch_tiles_needed(steps), parts=2)
+    tn = min(width, max(1, tn // 2))  # the gate and up tiles together are one tile of the 2F-wide product
+    kb = ctx.kernel(loc)
+    lhs, rhs_gate, rhs_up = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu), kb.sram((tk, tn), mxu)
+    acc_gate, acc_up = kb.sram((tm, tn), f32), kb.sram((tm, tn), f32)
+    scratch = scratch_tiles(kb, steps, tm, tn)
+    up = Pos(width)
+
+    def output_tile(m0: Pos, nm: int, n0: Pos, nn: int) -> None:
+        single_step = k <= tk
+        if not single_step:
+            kb.add(tile.FillOp(acc_gate, 0.0, nm, nn))
+            kb.add(tile.FillOp(acc_up, 0.0, nm, nn))
+
+        def k_step(k0: Pos, nk: int) -> None:
+            kb.load(a, [m0, k0], nm, nk, lhs)
+            kb.load(b, [k0, n0], nk, nn, rhs_gate)
+            kb.load(b, [k0, n0 + up], nk, nn, rhs_up)
+            kb.add(tile.MatmulOp(lhs, rhs_gate, acc_gate, nm, nn, nk, accumulate=not single_step))
+            kb.add(tile.MatmulOp(lhs, rhs_up, acc_up, nm, nn, nk, accumulate=not single_step))
+
+        kb.tiled_range(k, tk, k_step)
+        apply_epilogue(kb, shared, acc_gate, scratch, [m0, n0], nm, nn)
+        apply_epilogue(kb, shared, acc_up, scratch, [m0, n0 + up], nm, nn)
+        apply_epilogue(kb, gated.gate, acc_gate, scratch, [m0, n0], nm, nn)
+        kb.add(tile.BinaryOp("mul", acc_gate, acc_up, acc_gate, nm, nn))
+        apply_epilogue(kb, gated.after, acc_gate, scratch, [m0, n0], nm, nn)
+        kb.store(acc_gate, out, [m0, n0], nm, nn)
+
+    kb.tiled_range(m, tm, lambda m0, nm: kb.tiled_range(width, tn, lambda n0, nn: output_tile(m0, nm, n0, nn)))
 
 
 def matmul(ctx: TileContext, op: tfm.MatmulOp) -> None:
@@ -354,25 +467,35 @@ def rowwise(
     params: list[View],
     emit: Callable[[KernelBuilder, SSAValue, list[SSAValue], list[SSAValue], SSAValue, int, int], None],
 ) -> None:
-    """A kernel over whole rows (last dim in SRAM): emit(kb, x, scratch, params, stat, rows, C)."""
-    out = ctx.result_view(result)
-    shape = as_matrix_shape(out.shape)
+    """A kernel over whole rows (last dim in SRAM): emit(kb, x, scratch, params, stat, rows, C), then the
+    fused elementwise epilogue (tiling/epilogue.py) when the rows flatten to a matrix."""
+    shape = as_matrix_shape(tfm.shape_of(result))
     width = shape[-1]
-    per_row = width * 4 * (1 + scratch_full) + 4
-    fixed = width * 4 * len(params)
+    flat_shape = (prod(shape[:-1]), width)
+    src = source.broadcast_to(shape).reshape(flat_shape)
+    steps, final = collect(ctx, result, flat_shape) if src is not None else ([], result)
+    out = ctx.result_view(final).broadcast_to(shape)
+    dst = out.reshape(flat_shape)
+    if src is None or dst is None:
+        src, dst = source.broadcast_to(shape), out
+    else:
+        shape = flat_shape
+    per_row = width * 4 * (1 + scratch_full + scratch_tiles_needed(steps)) + 4
+    fixed = width * 4 * (len(params) + (1 if steps else 0))
     rows = fit_rows(per_row, fixed, ctx.sram_budget, min(shape[-2], ROW_TILE_MAX), f"{loc} rows")
     kb = ctx.kernel(loc)
     x = kb.sram((rows, width), f32)
     scratch = [kb.sram((rows, width), f32) for _ in range(scratch_full)]
     stat = kb.sram((rows, 1), f32)
     param_tiles = [kb.sram((1, width), f32) for _ in params]
+    epilogue_scratch = scratch_tiles(kb, steps, rows, width)
     for view, buf in zip(params, param_tiles, strict=True):
         kb.load(view.broadcast_to((1, width)), [Pos(), Pos()], 1, width, buf)
-    src, dst = source.broadcast_to(shape), out.broadcast_to(shape)
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         kb.load(src, starts, nr, nc, x)
         emit(kb, x, scratch, param_tiles, stat, nr, nc)
+        apply_epilogue(kb, steps, x, epilogue_scratch, starts, nr, nc)
         kb.store(x, dst, starts, nr, nc)
 
     kb.for_each_tile(shape, rows, width, body)

@@ -33,13 +33,15 @@
 // ROW:         %[[Y:.*]] = tfm.linear %[[Q]]
 // ROW-NEXT:    %[[Z:.*]] = tfm.binary %[[Y]], %[[S]] {loc = "fc:dequantize", fn = "mul"} : (tensor<2x8x64xf32>, tensor<2x8x1xf32>) -> tensor<2x8x64xf32>
 // ROW-NEXT:    tfm.binary %[[Z]], %{{.*}} {loc = "fc:dequantize", fn = "mul"} : (tensor<2x8x64xf32>, tensor<64xf32>) -> tensor<2x8x64xf32>
-// Static (calibrated) scale 3.5 / 448 = 0.0078125: no run-time statistics.
+// Static (calibrated) scale 3.5 / 448 = 0.0078125: no run-time statistics; the dequantisation factor
+// scale * ws is a derived weight (computed when the constants are written).
 // STATIC-LABEL: func.func @linear_with_bias
 // STATIC-NOT:     tfm.reduce
 // STATIC:         %[[Q:.*]] = tfm.quantize %x {loc = "fc:quantize", static_scale = 7.812500e-03 : f64} : (tensor<2x8x32xf32>) -> tensor<2x8x32xf8E4M3FN>
+// STATIC:         %[[F:.*]] = tfm.weight {name = "fc.weight#fp8e4m3_scale#scaled0.0078125"} : tensor<64xf32>
 // STATIC:         %[[Y:.*]] = tfm.linear %[[Q]]
-// STATIC-NEXT:    %[[Z:.*]] = tfm.binary %[[Y]], %{{.*}} {loc = "fc:dequantize", fn = "mul"} : (tensor<2x8x64xf32>, tensor<64xf32>) -> tensor<2x8x64xf32>
-// STATIC-NEXT:    tfm.scalar %[[Z]] {loc = "fc:dequantize", fn = "mul", value = 7.812500e-03 : f64}
+// STATIC-NEXT:    %[[Z:.*]] = tfm.binary %[[Y]], %[[F]] {loc = "fc:dequantize", fn = "mul"} : (tensor<2x8x64xf32>, tensor<64xf32>) -> tensor<2x8x64xf32>
+// STATIC-NEXT:    tfm.binary %[[Z]], %b {loc = "fc:bias", fn = "add"}
 // The tile pass: f8 tiles on the MXU, the f8 weight stored transposed, the DMA store rounds to f8.
 // TILE-LABEL: func.func @linear_with_bias
 // TILE-DAG:   %[[QB:.*]] = tile.hbm {name = "t6", kind = "temp"} : memref<2x8x32xf8E4M3FN, "hbm">
