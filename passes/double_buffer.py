@@ -11,6 +11,15 @@ they are. Run between `tile` and `plan-sram`::
   becomes
     tile.loop 2 { load %a {offset = 0, loop_strides = [64]}; unary %a, %b; store %b
                   load %a2 {offset = 32, loop_strides = [64]}; unary %a2, %b2; store %b2 }
+
+A body that computes a tile and then reduces it over the links (`tile.all_reduce`, a row-parallel
+matmul with its all-reduce fused) is split at the collective, and the second copy's part up to its
+collective moves before the first copy's rest, when nothing they touch conflicts: the in-order
+engines then compute and send the second tile while the vector engine finishes the first::
+
+    matmul A; reduce A; add A; store A; matmul B; reduce B; add B; store B
+  becomes
+    matmul A; reduce A; matmul B; reduce B; add A; store A; add B; store B
 """
 
 from __future__ import annotations
@@ -51,6 +60,44 @@ def _reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
     if isinstance(op, tile.UnaryOp | tile.ScalarOp | tile.ReduceOp | tile.AllReduceOp):
         return [op.source], [op.dest]
     return [], []
+
+
+def _hbm_reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
+    """HBM buffers a DMA op reads and writes."""
+    if isinstance(op, tile.DmaLoadOp):
+        return [op.source], []
+    if isinstance(op, tile.DmaGatherOp):
+        return [op.table, op.ids], []
+    if isinstance(op, tile.DmaStoreOp):
+        return [], [op.dest]
+    if isinstance(op, tile.DmaScatterOp):
+        return [op.ids], [op.table]
+    return [], []
+
+
+def _conflict(a: Operation, b: Operation) -> bool:
+    """Whether two ops touch an SRAM tile or HBM buffer in common and one of them writes it."""
+    for accesses in (_reads_writes, _hbm_reads_writes):
+        reads_a, writes_a = accesses(a)
+        reads_b, writes_b = accesses(b)
+        if set(writes_a) & set(reads_b + writes_b) or set(writes_b) & set(reads_a):
+            return True
+    return False
+
+
+def _around_collective(first: list[Operation], second: list[Operation]) -> list[Operation] | None:
+    """first[:c] + second[:c] + first[c:] + second[c:] with c just after the last collective, or None
+    when the body has none, nothing but DMA before it, or the moved ops conflict (module docstring)."""
+    cuts = [i for i, op in enumerate(first) if isinstance(op, tile.AllReduceOp)]
+    if not cuts:
+        return None
+    cut = cuts[-1] + 1
+    dma = (tile.DmaLoadOp, tile.DmaStoreOp, tile.DmaGatherOp, tile.DmaScatterOp, tile.AllReduceOp)
+    if all(isinstance(op, dma) for op in first[:cut]):
+        return None  # nothing computes before the collective: no work to overlap with it
+    if any(_conflict(a, b) for a in first[cut:] for b in second[:cut]):
+        return None
+    return first[:cut] + second[:cut] + first[cut:] + second[cut:]
 
 
 def _private_tiles(body: list[Operation]) -> list[SSAValue]:
@@ -121,7 +168,10 @@ def _double(loop: tile.LoopOp, kernel: tile.KernelOp, capacity: int) -> bool:
         _shifted(op, depth, 1, keep_loop=True)
     for op in tail:
         _shifted(op, depth, count - 1, keep_loop=False)
-    loop.body.block.add_ops(second)
+    order = _around_collective(body, second) or body + second
+    for op in body:
+        op.detach()
+    loop.body.block.add_ops(order)
     loop.properties["count"] = IntegerAttr(count // 2, i64)
     if tail:
         assert loop.parent is not None

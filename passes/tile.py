@@ -39,6 +39,7 @@ from tasic.backend.target import load_target
 from tasic.ir import tfm, tile
 from tasic.passes.tiling import kernels
 from tasic.passes.tiling.context import TileContext
+from tasic.passes.tiling.schedule import lower_interleaving_attention, state_writes_early
 from tasic.passes.tiling.views import View
 
 KERNELS: dict[type[Operation], Callable[[TileContext, Operation], None]] = {
@@ -93,7 +94,7 @@ class TilePass(ModulePass):
     flash: bool = True
     cost_model: bool = True
     epilogue_fusion: bool = True
-    allreduce_overlap: bool = False
+    allreduce_overlap: bool = True
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Replace each tfm function by its tile-level form."""
@@ -136,9 +137,9 @@ def _lower_function(function: func.FuncOp, target, dtype: str, options: dict[str
         kind = "kv" if name in state_names else "input"
         buffer = context.hbm(name, kind, shape, context.storage_type(arg.type), shard=shards.get(name))
         context.views[arg] = View.dense(buffer, shape)
-    for op in function.body.block.ops:
-        if not isinstance(op, func.ReturnOp):
-            _lower_op(context, op)
+    ops = state_writes_early([op for op in function.body.block.ops if not isinstance(op, func.ReturnOp)])
+    kernels.place_concat_inputs(context, ops)
+    lower_interleaving_attention(context, ops, _lower_op)
     for value, names in returned.items():
         for name in names:
             _materialise_output(context, value, name)

@@ -149,6 +149,7 @@ OPTIMISATIONS: dict[str, str] = {
     "cost-model-tiles": "matmul tiles chosen by estimated time under the SRAM capacity (tile cost_model)",
     "epilogue-fusion": "residual adds, SiLU and gating applied to matmul / all-reduce tiles (tile epilogue_fusion)",
     "double-buffering": "second copies of iteration-private tiles so DMA runs ahead (double-buffer)",
+    "allreduce-overlap": "row-parallel matmuls all-reduce row chunks while the MXU computes the next (tile)",
     "kernel-overlap": "kernels wait only for what they read or overwrite, not for a barrier (insert-sync)",
 }
 """Optimisations the seed pipeline can switch off one at a time (bench/seed.py ablation)."""
@@ -158,6 +159,7 @@ _TILE_OPTIONS = {
     "flash-attention": "flash",
     "cost-model-tiles": "cost_model",
     "epilogue-fusion": "epilogue_fusion",
+    "allreduce-overlap": "allreduce_overlap",
 }
 _PASSES = {"rope-fusion": "raise-rope", "linear-fusion": "fuse-linears", "double-buffering": "double-buffer"}
 

@@ -30,6 +30,7 @@ class TileContext:
     allreduce_overlap: bool = False  # see TilePass
     fused: set[Operation] = field(default_factory=set)  # ops a kernel has already computed (epilogues)
     views: dict[SSAValue, View] = field(default_factory=dict)
+    placed: dict[SSAValue, View] = field(default_factory=dict)  # results a consumer's buffer already holds
     weights: dict[tuple[str, bool], SSAValue] = field(default_factory=dict)
     temp_count: int = 0
 
@@ -92,7 +93,11 @@ class TileContext:
         return View.dense(buffer, tuple(buffer.type.get_shape()))
 
     def result_view(self, value: SSAValue) -> View:
-        """A fresh dense buffer for a tfm result: a model output when returned, else a temporary."""
+        """A fresh dense buffer for a tfm result: a model output when returned, else a temporary (or the
+        window of a consumer's buffer the result was placed in, `placed`)."""
+        if value in self.placed:
+            self.views[value] = self.placed.pop(value)
+            return self.views[value]
         shape = shape_of(value)
         names = self.output_names.get(value)
         if names:

@@ -61,7 +61,7 @@ def collect(ctx: TileContext, value: SSAValue, flat_shape: tuple[int, ...]) -> t
     shape, element = tfm.shape_of(value), tfm.element_type(value)
     while value.has_one_use():
         user = value.get_user_of_unique_use()
-        if isinstance(user, tfm.AllReduceOp) and ctx.allreduce_overlap and not steps:
+        if isinstance(user, tfm.AllReduceOp) and ctx.allreduce_overlap and not reduces(steps):
             steps.append(EpilogueStep(user))  # reduced tile by tile, overlapping the next tiles' products
             ctx.fused.add(user)
             value = user.result

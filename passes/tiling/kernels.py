@@ -11,7 +11,7 @@ from collections.abc import Callable
 from math import prod
 
 from xdsl.dialects.builtin import f32, i1
-from xdsl.ir import Attribute, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
 
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos, as_matrix_shape, fit_rows, fit_tile
@@ -194,10 +194,8 @@ def all_reduce(ctx: TileContext, op: tfm.AllReduceOp) -> None:
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         kb.load(source, starts, nr, nc, buf)
-        kb.add(tile.AllReduceOp(buf, buf, op.chips.value.data, nr, nc))
-        if steps or norm:
-            kb.add(tile.UnaryOp("copy", buf, work, nr, nc))
-            apply_epilogue(kb, steps, work, scratch, starts, nr, nc)
+        kb.add(tile.AllReduceOp(buf, work, op.chips.value.data, nr, nc))  # work: f32 when computed on
+        apply_epilogue(kb, steps, work, scratch, starts, nr, nc)
         kb.store(work, dest, starts, nr, nc)
         if emit_norm is not None:
             emit_norm(work, starts, nr, nc)
@@ -314,11 +312,10 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     out_full = out.reshape((m, n)) if flat else out
     assert out_full is not None, "a fresh result buffer is dense"
     mxu = matmul_operand_type(ctx, a, b)
-    output_tiles = 1 + scratch_tiles_needed(steps) + reduces(steps)
-    tm, tn, tk = _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
-    if reduces(steps):  # column chunks (the activation is re-read, not the weight): links overlap the MXU
-        chunk = -(-n // ALL_REDUCE_CHUNKS)
-        tn = min(tn, -(-chunk // ctx.target.mxu.cols) * ctx.target.mxu.cols)
+    output_tiles = 1 + scratch_tiles_needed(steps) + 2 * reduces(steps)  # + the link tile and a norm's
+    chunked = _all_reduce_chunks(ctx, m, n, k, element_bytes(mxu), output_tiles) if reduces(steps) else None
+    tm, tn, tk = chunked or _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
+    norm = _following_rms_norm(ctx, final) if reduces(steps) and tn == n else None
     kb = ctx.kernel(loc)
     lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
     acc = kb.sram((tm, tn), f32)
@@ -326,6 +323,12 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     link = kb.sram((tm, tn), ctx.storage_type(result.type)) if reduces(steps) else None
     bias_tile = kb.sram((1, tn), f32) if bias is not None else None
     bias_view = bias.broadcast_to((1, n)) if bias is not None else None
+    emit_norm = _rms_norm_epilogue(ctx, kb, norm, (m, n), tm) if norm is not None else None
+
+    # one column tile and one K step of a shared rhs (a weight): every row tile multiplies the same rhs tile
+    rhs_once = not batch and tn >= n and tk >= k and m > tm
+    if rhs_once:
+        kb.load(b_full, [Pos(), Pos()], k, n, rhs)
 
     def output_tile(bstarts: list[Pos], m0: Pos, nm: int, n0: Pos, nn: int) -> None:
         single_step = k <= tk
@@ -334,7 +337,8 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
 
         def k_step(k0: Pos, nk: int) -> None:
             kb.load(a_full, [*bstarts, m0, k0], nm, nk, lhs)
-            kb.load(b_full, [*bstarts, k0, n0], nk, nn, rhs)
+            if not rhs_once:
+                kb.load(b_full, [*bstarts, k0, n0], nk, nn, rhs)
             kb.add(tile.MatmulOp(lhs, rhs, acc, nm, nn, nk, accumulate=not single_step))
 
         kb.tiled_range(k, tk, k_step)
@@ -343,6 +347,8 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
             kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nm, nn, "col"))
         apply_epilogue(kb, steps, acc, scratch, [m0, n0], nm, nn, link)
         kb.store(acc, out_full, [*bstarts, m0, n0], nm, nn)
+        if emit_norm is not None:
+            emit_norm(acc, [m0, n0], nm, nn)
 
     def batch_loops(dim: int, starts: list[Pos]) -> None:
         if dim == len(batch):
@@ -399,6 +405,22 @@ def _gated_matmul(
         kb.store(acc_gate, out, [m0, n0], nm, nn)
 
     kb.tiled_range(m, tm, lambda m0, nm: kb.tiled_range(width, tn, lambda n0, nn: output_tile(m0, nm, n0, nn)))
+
+
+def _all_reduce_chunks(
+    ctx: TileContext, m: int, n: int, k: int, eb: int, output_tiles: int
+) -> tuple[int, int, int] | None:
+    """Tiles of a matmul whose output is all-reduced tile by tile: about ALL_REDUCE_CHUNKS chunks of whole
+    rows (a multiple of the array's rows, so no row fold is wasted; whole rows, so a following rms_norm
+    can run on them), the deepest K step that fits SRAM; None if whole rows do not fit."""
+    unit = ctx.target.mxu.rows
+    tm = min(m, max(unit, -(-m // ALL_REDUCE_CHUNKS) // unit * unit))
+    tk = k
+    while matmul_tile_bytes(tm, n, tk, eb, 2, output_tiles) > ctx.sram_budget:
+        if tk <= unit:
+            return None
+        tk = -(-tk // 2)
+    return tm, n, tk
 
 
 def matmul(ctx: TileContext, op: tfm.MatmulOp) -> None:
@@ -701,9 +723,9 @@ def decode_attention(ctx: TileContext, op: tfm.AttentionOp) -> bool:
     return True
 
 
-FLASH_ROWS = 8192
-"""Stacked query rows (GQA heads x queries) per flash-attention tile: 32 row folds of a 256-row array."""
-FLASH_KEYS = 1024
+FLASH_ROWS = 4096
+"""Stacked query rows (GQA heads x queries) per flash-attention tile: 16 row folds of a 256-row array."""
+FLASH_KEYS = 2048
 """Keys per flash-attention block (fewer when SRAM is short)."""
 FLASH_MIN_KEYS = 64
 """Shorter attention takes whole score rows at once."""
@@ -741,62 +763,62 @@ def flash_attention(ctx: TileContext, op: tfm.AttentionOp) -> bool:
         return False
     rows = group * tq
     out = ctx.result_view(op.result)
-    kern = ctx.kernel(loc_of(op))
-    qt, kt, vt = kern.sram((rows, d), mxu), kern.sram((d, kb), mxu), kern.sram((kb, dv), mxu)
-    scores, probs = kern.sram((rows, kb), f32), kern.sram((rows, kb), mxu)
-    acc, m, m_new, denom, stat = (kern.sram(shape, f32) for shape in ((rows, dv), *[(rows, 1)] * 4))
     k_t = k.permute([0, 1, 3, 2])
     scale = op.scale.value.data
     softcap = op.softcap.value.data if op.softcap is not None else None
     offset = sk - sq  # query i sees keys j <= i + offset
 
-    def key_block(b: Pos, hk: Pos, q0: int, k0: Pos, nk: int, diagonal: int | None) -> None:
-        kern.load(k_t, [b, hk, Pos(), k0], d, nk, kt)
-        kern.load(v, [b, hk, k0, Pos()], nk, dv, vt)
-        kern.add(tile.MatmulOp(qt, kt, scores, rows, nk, d, accumulate=False))
-        _scale_and_cap(kern, scores, scale, softcap, rows, nk)
-        if diagonal is not None:
-            kern.add(tile.CausalMaskOp(scores, rows, nk, diagonal, [0] * kern.depth, period=tq))
-        kern.add(tile.ReduceOp("max", scores, stat, rows, nk))
-        kern.add(tile.BinaryOp("max", m, stat, m_new, rows, 1))
-        kern.add(tile.BinaryOp("sub", scores, m_new, scores, rows, nk, "row"))
-        kern.add(tile.UnaryOp("exp", scores, probs, rows, nk))  # rounded to the MXU dtype once, summed as used
-        kern.add(tile.BinaryOp("sub", m, m_new, m, rows, 1))
-        kern.add(tile.UnaryOp("exp", m, m, rows, 1))  # the correction e^(m - m')
-        kern.add(tile.BinaryOp("mul", denom, m, denom, rows, 1))
-        kern.add(tile.ReduceOp("sum", probs, stat, rows, nk))
-        kern.add(tile.BinaryOp("add", denom, stat, denom, rows, 1))
-        kern.add(tile.BinaryOp("mul", acc, m, acc, rows, dv, "row"))
-        kern.add(tile.MatmulOp(probs, vt, acc, rows, dv, nk, accumulate=True))
-        kern.add(tile.UnaryOp("copy", m_new, m, rows, 1))
+    def query_tile(q0: int, nq: int) -> None:
+        kern = ctx.kernel(loc_of(op))  # one kernel per query tile: few address registers each; they overlap
+        qt, kt, vt = kern.sram((rows, d), mxu), kern.sram((d, kb), mxu), kern.sram((kb, dv), mxu)
+        scores, probs = kern.sram((rows, kb), f32), kern.sram((rows, kb), mxu)
+        acc, m, m_new, denom, stat = (kern.sram(shape, f32) for shape in ((rows, dv), *[(rows, 1)] * 4))
 
-    def query_tile(b: Pos, hk: Pos, q0: int, nq: int) -> None:
-        def each_head(g: Pos, _one: int) -> None:
-            kern.load(q, [b, hk.scaled(group) + g, Pos(q0), Pos()], nq, d, qt, g.scaled(tq * d))
+        def key_block(b: Pos, hk: Pos, k0: Pos, nk: int, diagonal: int | None) -> None:
+            kern.load(k_t, [b, hk, Pos(), k0], d, nk, kt)
+            kern.load(v, [b, hk, k0, Pos()], nk, dv, vt)
+            kern.add(tile.MatmulOp(qt, kt, scores, rows, nk, d, accumulate=False))
+            _scale_and_cap(kern, scores, scale, softcap, rows, nk)
+            if diagonal is not None:
+                kern.add(tile.CausalMaskOp(scores, rows, nk, diagonal, [0] * kern.depth, period=tq))
+            kern.add(tile.ReduceOp("max", scores, stat, rows, nk))
+            kern.add(tile.BinaryOp("max", m, stat, m_new, rows, 1))
+            kern.add(tile.BinaryOp("sub", scores, m_new, scores, rows, nk, "row"))
+            kern.add(tile.UnaryOp("exp", scores, probs, rows, nk))  # rounded to the MXU dtype once, summed as used
+            kern.add(tile.BinaryOp("sub", m, m_new, m, rows, 1))
+            kern.add(tile.UnaryOp("exp", m, m, rows, 1))  # the correction e^(m - m')
+            kern.add(tile.BinaryOp("mul", denom, m, denom, rows, 1))
+            kern.add(tile.ReduceOp("sum", probs, stat, rows, nk))
+            kern.add(tile.BinaryOp("add", denom, stat, denom, rows, 1))
+            kern.add(tile.BinaryOp("mul", acc, m, acc, rows, dv, "row"))
+            kern.add(tile.MatmulOp(probs, vt, acc, rows, dv, nk, accumulate=True))
+            kern.add(tile.UnaryOp("copy", m_new, m, rows, 1))
 
-        kern.tiled_range(group, 1, each_head)
-        kern.add(tile.FillOp(m, float("-inf"), rows, 1))
-        kern.add(tile.FillOp(denom, 0.0, rows, 1))
-        kern.add(tile.FillOp(acc, 0.0, rows, dv))
-        last = min(sk, q0 + nq + offset) if causal else sk  # keys any row of the tile sees
-        unmasked = max(0, min(last, q0 + 1 + offset)) if causal else sk  # keys every row sees
-        full_blocks = unmasked // kb
-        kern.tiled_range(full_blocks * kb, kb, lambda k0, nk: key_block(b, hk, q0, k0, nk, None))
-        for k0 in range(full_blocks * kb, last, kb):
-            nk = min(kb, last - k0)
-            key_block(b, hk, q0, Pos(k0), nk, q0 + offset - k0 if causal else None)
-        kern.add(tile.BinaryOp("div", acc, denom, acc, rows, dv, "row"))
+        def body(b: Pos, hk: Pos) -> None:
+            def each_head(g: Pos, _one: int) -> None:
+                kern.load(q, [b, hk.scaled(group) + g, Pos(q0), Pos()], nq, d, qt, g.scaled(tq * d))
 
-        def store_head(g: Pos, _one: int) -> None:
-            kern.store(acc, out, [b, hk.scaled(group) + g, Pos(q0), Pos()], nq, dv, g.scaled(tq * dv))
+            kern.tiled_range(group, 1, each_head)
+            kern.add(tile.FillOp(m, float("-inf"), rows, 1))
+            kern.add(tile.FillOp(denom, 0.0, rows, 1))
+            kern.add(tile.FillOp(acc, 0.0, rows, dv))
+            last = min(sk, q0 + nq + offset) if causal else sk  # keys any row of the tile sees
+            unmasked = max(0, min(last, q0 + 1 + offset)) if causal else sk  # keys every row sees
+            full_blocks = unmasked // kb
+            kern.tiled_range(full_blocks * kb, kb, lambda k0, nk: key_block(b, hk, k0, nk, None))
+            for k0 in range(full_blocks * kb, last, kb):
+                key_block(b, hk, Pos(k0), min(kb, last - k0), q0 + offset - k0 if causal else None)
+            kern.add(tile.BinaryOp("div", acc, denom, acc, rows, dv, "row"))
 
-        kern.tiled_range(group, 1, store_head)
+            def store_head(g: Pos, _one: int) -> None:
+                kern.store(acc, out, [b, hk.scaled(group) + g, Pos(q0), Pos()], nq, dv, g.scaled(tq * dv))
 
-    def per_head_group(b: Pos, hk: Pos) -> None:
-        for q0 in range(0, sq, tq):
-            query_tile(b, hk, q0, min(tq, sq - q0))
+            kern.tiled_range(group, 1, store_head)
 
-    kern.tiled_range(batch, 1, lambda b, _n: kern.tiled_range(kv_heads, 1, lambda hk, _m: per_head_group(b, hk)))
+        kern.tiled_range(batch, 1, lambda b, _n: kern.tiled_range(kv_heads, 1, lambda hk, _m: body(b, hk)))
+
+    for q0 in range(0, sq, tq):
+        query_tile(q0, min(tq, sq - q0))
     return True
 
 
@@ -959,16 +981,54 @@ def _index_copy_staged(ctx: TileContext, loc: str, table: View, source: View, id
 
 
 def concat(ctx: TileContext, op: tfm.ConcatOp) -> None:
-    """Copy each input into its slice of the result."""
-    out = ctx.result_view(op.result)
+    """Copy each input into its slice of the result (inputs placed there already cost nothing)."""
+    out = ctx.views[op.result] if op.result in ctx.views else ctx.result_view(op.result)
     dim = op.dim.value.data
     start = 0
     for value in op.inputs:
         size = tfm.shape_of(value)[dim]
         part = out.slice(dim, start, start + size, 1)
-        operands = [(ctx.view_of(value), ctx.sram_type(op.result.type))]
-        copy_to_view(ctx, loc_of(op), part, operands[0])
+        if not _same_elements(ctx.view_of(value), part):
+            copy_to_view(ctx, loc_of(op), part, (ctx.view_of(value), ctx.sram_type(op.result.type)))
         start += size
+
+
+def place_concat_inputs(ctx: TileContext, ops: list[Operation]) -> None:
+    """Destination passing: an attention result that a concat gathers (through reshapes and transposes)
+    is written straight into its window of the concat's buffer, so the concat copies nothing for it::
+
+        %a = tfm.attention ... -> [1, H, S, D] ; %t = transpose / reshape %a -> [S, H*D]
+        %c = tfm.concat %t, ... {dim = 0}      -> the attention stores rows of %c with strides (D, H*D, 1)
+    """
+    for op in ops:
+        if isinstance(op, tfm.ConcatOp):
+            out = ctx.result_view(op.result)
+            dim, start = op.dim.value.data, 0
+            for value in op.inputs:
+                size = tfm.shape_of(value)[dim]
+                _place(ctx, value, out.slice(dim, start, start + size, 1))
+                start += size
+
+
+def _place(ctx: TileContext, value: SSAValue, dest: View | None) -> None:
+    while dest is not None and value.has_one_use():
+        owner = value.owner
+        if isinstance(owner, tfm.ReshapeOp):
+            value, dest = owner.input, dest.reshape(tfm.shape_of(owner.input))
+        elif isinstance(owner, tfm.TransposeOp):
+            inverse = sorted(range(len(owner.permutation)), key=lambda i: owner.permutation[i])
+            value, dest = owner.input, dest.permute(inverse)
+        else:
+            if isinstance(owner, tfm.AttentionOp):
+                ctx.placed[value] = dest
+            return
+
+
+def _same_elements(a: View, b: View) -> bool:
+    """Whether two views address the same elements in the same order (strides of size-1 dims aside)."""
+    if a.buffer is not b.buffer or a.offset != b.offset or a.shape != b.shape:
+        return False
+    return all(n == 1 or sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides, strict=True))
 
 
 def copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Attribute]) -> None:
