@@ -82,9 +82,9 @@ class TilePass(ModulePass):
     estimated time under the SRAM capacity (tiling/cost.py); false uses fixed caps (8 x 8 arrays).
     `epilogue_fusion` applies elementwise consumers of a matmul or all-reduce to its output tile
     before the store (tiling/epilogue.py); false gives each its own kernel. `allreduce_overlap`
-    reduces a row-parallel matmul's output tile by tile inside the matmul kernel, so the links work
-    while the MXU computes the next tile (off by default: on the seed step the column chunks cost the
-    MXU more than the overlap saves, docs/seed.md); false gives the all-reduce a kernel of its own.
+    reduces a row-parallel matmul's output in chunks of whole rows inside the matmul kernel (with what
+    follows: residual add, rms_norm, quantisation), so the links carry one chunk while the engines
+    compute the next; false gives the all-reduce a kernel of its own.
     """
 
     name = "tile"

@@ -27,7 +27,7 @@ class TileContext:
     flash: bool = True  # see TilePass
     cost_model: bool = True  # see TilePass
     epilogue_fusion: bool = True  # see TilePass
-    allreduce_overlap: bool = False  # see TilePass
+    allreduce_overlap: bool = True  # see TilePass
     fused: set[Operation] = field(default_factory=set)  # ops a kernel has already computed (epilogues)
     views: dict[SSAValue, View] = field(default_factory=dict)
     placed: dict[SSAValue, View] = field(default_factory=dict)  # results a consumer's buffer already holds

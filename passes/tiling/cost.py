@@ -3,8 +3,8 @@
 For C[m, n] = A[m, k] @ B[k, n] tiled (tm, tn, tk), the estimate is the larger of
   MXU time: per instruction ceil(folds / arrays) * tk / rate + fill/drain (the simulator's
             SCALE-Sim output-stationary formula, docs/isa.md), over all (m, n, k) tiles;
-  DMA time: A is read once per column of output tiles, B once per row of output tiles, C written
-            once, at the HBM bandwidth;
+  DMA time: A is read once per column of output tiles (once when it is a single tile), B once per
+            row of output tiles (once when it is a single tile), C written once, at the HBM bandwidth;
 plus what double buffering cannot hide (one step's loads before the first product, the last
 product after the last load) and one DMA latency per output tile (the pipeline refills).
 Tiles must fit SRAM with the A and B
@@ -67,13 +67,16 @@ def estimate_cycles(
             else:
                 per_tile = sequential * (k / rate + k_tiles * fill_drain)
             mxu_cycles += row_count * col_count * per_tile * parts
-    moved = (m * k * n_tiles + k * n * m_tiles) * eb + m * n * 4
+    a_reads = 1 if m_tiles == 1 and k_tiles == 1 else n_tiles
+    b_reads = 1 if n_tiles == 1 and k_tiles == 1 else m_tiles
+    moved = (m * k * a_reads + k * n * b_reads) * eb + m * n * 4
     dma_cycles = moved / target.hbm_bytes_per_cycle
     steps = m_tiles * n_tiles * k_tiles
+    output_tiles = m_tiles * n_tiles
     # DMA and MXU overlap (double buffering) except for the first step's loads and the last step's
     # product, which stand alone: fewer, larger tiles expose more of them.
     exposed = (mxu_cycles + dma_cycles) / steps
-    return max(mxu_cycles, dma_cycles) + exposed + m_tiles * n_tiles * target.hbm.latency
+    return max(mxu_cycles, dma_cycles) + exposed + output_tiles * target.hbm.latency
 
 
 _CHOSEN: dict[tuple, tuple[int, int, int] | None] = {}

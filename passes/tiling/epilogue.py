@@ -6,8 +6,9 @@ tfm.unary / tfm.scalar / tfm.binary of the same shape and float type, and a bina
 operand is already in HBM (computed earlier) and tiles like the result; an operand that only varies
 along columns (a per-channel scale, a bias) is loaded as one row. A tfm.quantize with a static scale
 ends a chain: the tile is scaled and clamped, and the store rounds it to the 8-bit float. A matmul's
-chain may start with its tfm.all_reduce (tensor parallelism): each output tile is reduced over the
-links while the MXU computes the next one. Example (SwiGLU and the residual add):
+chain may include one tfm.all_reduce (tensor parallelism, after elementwise steps such as an FP8
+dequantisation): each output tile is reduced over the links while the MXU computes the next one.
+Example (SwiGLU and the residual add):
 
     %g = tfm.linear %h, %wg ; %s = tfm.unary %g {fn = "silu"}        -> one kernel: matmul, silu
     %u = tfm.linear %h, %wu ; %m = tfm.binary %s, %u {fn = "mul"}    -> one kernel: matmul, * s tile

@@ -329,6 +329,9 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     rhs_once = not batch and tn >= n and tk >= k and m > tm
     if rhs_once:
         kb.load(b_full, [Pos(), Pos()], k, n, rhs)
+    lhs_once = not batch and tm >= m and tk >= k and n > tn  # likewise one row tile and K step of lhs
+    if lhs_once:
+        kb.load(a_full, [Pos(), Pos()], m, k, lhs)
 
     def output_tile(bstarts: list[Pos], m0: Pos, nm: int, n0: Pos, nn: int) -> None:
         single_step = k <= tk
@@ -336,7 +339,8 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
             kb.add(tile.FillOp(acc, 0.0, nm, nn))
 
         def k_step(k0: Pos, nk: int) -> None:
-            kb.load(a_full, [*bstarts, m0, k0], nm, nk, lhs)
+            if not lhs_once:
+                kb.load(a_full, [*bstarts, m0, k0], nm, nk, lhs)
             if not rhs_once:
                 kb.load(b_full, [*bstarts, k0, n0], nk, nn, rhs)
             kb.add(tile.MatmulOp(lhs, rhs, acc, nm, nn, nk, accumulate=not single_step))
@@ -382,6 +386,13 @@ def _gated_matmul(
     acc_gate, acc_up = kb.sram((tm, tn), f32), kb.sram((tm, tn), f32)
     scratch = scratch_tiles(kb, steps, tm, tn)
     up = Pos(width)
+    lhs_once = tm >= m and tk >= k and width > tn  # one row tile and K step: every column tile shares it
+    if lhs_once:
+        kb.load(a, [Pos(), Pos()], m, k, lhs)
+    rhs_once = tn >= width and tk >= k and m > tm  # one column tile and K step: every row tile shares it
+    if rhs_once:
+        kb.load(b, [Pos(), Pos()], k, width, rhs_gate)
+        kb.load(b, [Pos(), up], k, width, rhs_up)
 
     def output_tile(m0: Pos, nm: int, n0: Pos, nn: int) -> None:
         single_step = k <= tk
@@ -390,9 +401,11 @@ def _gated_matmul(
             kb.add(tile.FillOp(acc_up, 0.0, nm, nn))
 
         def k_step(k0: Pos, nk: int) -> None:
-            kb.load(a, [m0, k0], nm, nk, lhs)
-            kb.load(b, [k0, n0], nk, nn, rhs_gate)
-            kb.load(b, [k0, n0 + up], nk, nn, rhs_up)
+            if not lhs_once:
+                kb.load(a, [m0, k0], nm, nk, lhs)
+            if not rhs_once:
+                kb.load(b, [k0, n0], nk, nn, rhs_gate)
+                kb.load(b, [k0, n0 + up], nk, nn, rhs_up)
             kb.add(tile.MatmulOp(lhs, rhs_gate, acc_gate, nm, nn, nk, accumulate=not single_step))
             kb.add(tile.MatmulOp(lhs, rhs_up, acc_up, nm, nn, nk, accumulate=not single_step))
 
