@@ -25,20 +25,33 @@ LAYOUT_OPS = (tfm.ReshapeOp, tfm.TransposeOp, tfm.SliceOp, tfm.ExpandOp)
 
 def state_writes_early(ops: list[Operation]) -> list[Operation]:
     """`ops` with every KV-cache write (tfm.index_copy), and the layout ops feeding it, moved up to just
-    after the computation it needs."""
-    order = list(ops)
+    after the last computation it needs (linear time: each moved op is anchored to a position)."""
+    position = {op: index for index, op in enumerate(ops)}
+    anchors: dict[Operation, int] = {}
 
-    def hoist(op: Operation) -> None:
-        for operand in op.operands:
-            if isinstance(operand.owner, LAYOUT_OPS) and operand.owner in order:
-                hoist(operand.owner)
-        order.remove(op)
-        producers = {operand.owner for operand in op.operands}
-        order.insert(max((i for i, o in enumerate(order) if o in producers), default=-1) + 1, op)
+    def anchor(op: Operation) -> int:
+        if op not in anchors:
+            at = -1
+            for operand in op.operands:
+                owner = operand.owner
+                if isinstance(owner, LAYOUT_OPS) and owner in position:
+                    at = max(at, anchor(owner))
+                elif owner in position:
+                    at = max(at, position[owner])  # type: ignore[index]
+            anchors[op] = at
+        return anchors[op]
 
     for op in ops:
         if isinstance(op, tfm.IndexCopyOp):
-            hoist(op)
+            anchor(op)
+    after: dict[int, list[Operation]] = {}
+    for op in sorted(anchors, key=position.__getitem__):
+        after.setdefault(anchors[op], []).append(op)
+    order = list(after.get(-1, []))
+    for index, op in enumerate(ops):
+        if op not in anchors:
+            order.append(op)
+        order.extend(after.get(index, []))
     return order
 
 
@@ -48,9 +61,13 @@ def lower_interleaving_attention(
     """Lower `ops` in order, then interleave the kernels of each run of independent attention ops."""
     group: list[tuple[tfm.AttentionOp, list[tile.KernelOp]]] = []
     for op in ops:
-        before = len(ctx.block.ops)
+        last = ctx.block.last_op
         lower(ctx, op)
-        created = [k for k in list(ctx.block.ops)[before:] if isinstance(k, tile.KernelOp)]
+        created, new = [], (last.next_op if last is not None else ctx.block.first_op)
+        while new is not None:
+            if isinstance(new, tile.KernelOp):
+                created.append(new)
+            new = new.next_op
         if not created:
             continue
         if isinstance(op, tfm.AttentionOp) and _independent(op, [a for a, _ in group]):
@@ -82,7 +99,7 @@ def _interleave(ctx: TileContext, group: list[tuple[tfm.AttentionOp, list[tile.K
     keyed = [((i + 0.5) / len(main), 0, k) for i, k in enumerate(main)]
     keyed += [((j + 0.5) / len(rest), 1, k) for j, k in enumerate(rest)]
     order = [k for _, _, k in sorted(keyed, key=lambda item: item[:2])]
-    anchor = max((k for _, kernels in group for k in kernels), key=ctx.block.get_operation_index).next_op
+    anchor = group[-1][1][-1].next_op  # kernels are appended as they are lowered: the group's last is last
     for kernel in order:
         kernel.detach()
     for kernel in order:
