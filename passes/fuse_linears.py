@@ -18,7 +18,7 @@ After (`q.weight|k.weight#cat1` is a derived weight, ir/weights.py)::
 Weights split over chips (shard-tp runs first) fuse when they are split alike; the fused weight
 is concatenated in per-chip blocks, so each chip's part is the concatenation of its parts. Biases
 fuse the same way when every linear of the group has a weight bias (or none has). The tile pass
-computes a fused gate/up pair feeding silu(gate) * up as one gated kernel (tiling/kernels.py).
+computes a fused gate/up pair feeding silu(gate) * up as one gated kernel (tiling/matmul.py).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from xdsl.passes import ModulePass
 
 from tasic.backend.target import load_target
 from tasic.ir import tfm, tile
-from tasic.passes.tiling import kernels
+from tasic.passes.tiling import attention, kernels, matmul
 from tasic.passes.tiling.context import TileContext
 from tasic.passes.tiling.schedule import lower_interleaving_attention, state_writes_early
 from tasic.passes.tiling.views import View
@@ -47,15 +47,15 @@ KERNELS: dict[type[Operation], Callable[[TileContext, Operation], None]] = {
     tfm.BinaryOp: kernels.binary,
     tfm.ScalarOp: kernels.scalar,
     tfm.WhereOp: kernels.where,
-    tfm.MatmulOp: kernels.matmul,
-    tfm.LinearOp: kernels.linear,
+    tfm.MatmulOp: matmul.matmul,
+    tfm.LinearOp: matmul.linear,
     tfm.QuantizeOp: kernels.quantize,
     tfm.SoftmaxOp: kernels.softmax,
     tfm.LayerNormOp: kernels.layer_norm,
     tfm.RmsNormOp: kernels.rms_norm,
     tfm.ReduceOp: kernels.reduce,
     tfm.EmbeddingOp: kernels.embedding,
-    tfm.AttentionOp: kernels.attention,
+    tfm.AttentionOp: attention.attention,
     tfm.ConcatOp: kernels.concat,
     tfm.IndexCopyOp: kernels.index_copy,
     tfm.AllReduceOp: kernels.all_reduce,

@@ -14,20 +14,15 @@ from xdsl.dialects.builtin import f32, i1
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from tasic.ir import tfm, tile
-from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos, as_matrix_shape, fit_rows, fit_tile
+from tasic.passes.tiling.builder import KernelBuilder, Pos, as_matrix_shape, fit_rows, fit_tile
 from tasic.passes.tiling.context import TileContext
-from tasic.passes.tiling.cost import best_matmul_tiles, matmul_tile_bytes
-from tasic.passes.tiling.dtypes import dtype_name, element_bytes
+from tasic.passes.tiling.dtypes import element_bytes
+from tasic.passes.tiling.epilogue import apply as apply_epilogue
 from tasic.passes.tiling.epilogue import (
-    EpilogueStep,
-    GatedEpilogue,
     collect,
-    collect_gated,
-    reduces,
     scratch_tiles,
     scratch_tiles_needed,
 )
-from tasic.passes.tiling.epilogue import apply as apply_epilogue
 from tasic.passes.tiling.views import View
 
 ROW_TILE_MAX = 256
@@ -178,7 +173,7 @@ def all_reduce(ctx: TileContext, op: tfm.AllReduceOp) -> None:
     source = ctx.view_of(op.input).broadcast_to(shape).reshape(flat_shape)
     dest = ctx.result_view(final).reshape(flat_shape)
     assert source is not None and dest is not None, "all-reduce operands are dense"
-    norm = _following_rms_norm(ctx, final)
+    norm = following_rms_norm(ctx, final)
     per_element = element_bytes(link_type) + (4 + 4 * scratch_tiles_needed(steps) if steps or norm else 0)
     chunk = -(-flat_shape[0] // ALL_REDUCE_CHUNKS)  # a few chunks pipeline load, links, epilogue and store
     if norm is not None:  # the normed tile and one for the norm chain's operands
@@ -190,7 +185,7 @@ def all_reduce(ctx: TileContext, op: tfm.AllReduceOp) -> None:
     buf = kb.sram((rows, cols), link_type)
     work = kb.sram((rows, cols), f32) if steps or norm else buf
     scratch = scratch_tiles(kb, steps, rows, cols)
-    emit_norm = _rms_norm_epilogue(ctx, kb, norm, flat_shape, rows) if norm is not None else None
+    emit_norm = rms_norm_epilogue(ctx, kb, norm, flat_shape, rows) if norm is not None else None
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         kb.load(source, starts, nr, nc, buf)
@@ -203,7 +198,7 @@ def all_reduce(ctx: TileContext, op: tfm.AllReduceOp) -> None:
     kb.for_each_tile(flat_shape, rows, cols, body)
 
 
-def _following_rms_norm(ctx: TileContext, value: SSAValue) -> tfm.RmsNormOp | None:
+def following_rms_norm(ctx: TileContext, value: SSAValue) -> tfm.RmsNormOp | None:
     """The one rms_norm reading `value` (whose weight is known), if epilogue fusion may compute it."""
     if not ctx.epilogue_fusion:
         return None
@@ -217,7 +212,7 @@ def _following_rms_norm(ctx: TileContext, value: SSAValue) -> tfm.RmsNormOp | No
     return norm
 
 
-def _rms_norm_epilogue(
+def rms_norm_epilogue(
     ctx: TileContext, kb: KernelBuilder, norm: tfm.RmsNormOp, flat_shape: tuple[int, int], rows: int
 ) -> Callable[[SSAValue, list[Pos], int, int], None]:
     """Declare the tiles of `norm` computed from whole-row tiles of its input; return the emitter."""
@@ -246,216 +241,6 @@ def copy_into(ctx: TileContext, loc: str, result: SSAValue, source: View) -> Non
     """Materialise a view (converting dtype) as a dense buffer for `result`."""
     operands = [(source, ctx.sram_type(result.type))]
     elementwise(ctx, loc, result, operands, lambda kb, tiles, dest, nr, nc: tiles[0])
-
-
-def _matmul_tiles(
-    ctx: TileContext,
-    m: int,
-    n: int,
-    k: int,
-    loc: str,
-    mxu: Attribute | None = None,
-    output_tiles: int = 1,
-    parts: int = 1,
-) -> tuple[int, int, int]:
-    """(tm, tn, tk) of a tiled matmul, chosen by the cost model (tiling/cost.py) or the fixed rule
-    (`parts` instructions side by side per output tile)."""
-    eb = element_bytes(mxu or ctx.mxu_type)
-    rate = ctx.target.mxu.rate.get(dtype_name(mxu or ctx.mxu_type), 1.0)
-    if ctx.cost_model:
-        best = best_matmul_tiles(ctx.target, m, n, k, eb, rate, ctx.sram_budget, output_tiles, parts)
-        if best is not None:
-            return best
-    rows, cols = ctx.target.mxu.rows, ctx.target.mxu.cols
-    tm, tn, tk = min(m, 8 * rows), min(n, 8 * cols), min(k, 16 * max(rows, cols))
-    while matmul_tile_bytes(tm, tn, tk, eb, 1, output_tiles) > ctx.sram_budget:
-        if tk > max(rows, cols) and tk >= max(tm, tn):
-            tk = -(-tk // 2)
-        elif tm >= tn and tm > 1:
-            tm = -(-tm // 2)
-        elif tn > 1:
-            tn = -(-tn // 2)
-        elif tk > 1:
-            tk = -(-tk // 2)
-        else:
-            raise DoesNotFitError(f"{loc}: a 1x1x1 matmul tile does not fit {ctx.sram_budget} bytes of SRAM")
-    return tm, tn, tk
-
-
-def matmul_operand_type(ctx: TileContext, a: View, b: View) -> Attribute:
-    """MXU operand dtype: the 8-bit float both operands are stored in (quantised), else the compile dtype's."""
-    elem = a.buffer.type.element_type
-    if elem == b.buffer.type.element_type and tfm.fp8_max(elem) is not None:
-        return elem
-    return ctx.mxu_type
-
-
-def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View, bias: View | None) -> None:
-    """result[..., M, N] = a @ b (+ bias[N]) (+ fused elementwise epilogue), tiled M x N x K, fp32 accumulation."""
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    batch = tfm.shape_of(result)[:-2]
-    a_full = a.broadcast_to((*batch, m, k))
-    b_full = b.broadcast_to((*batch, k, n))
-    flat = False
-    if batch and all(s == 0 for s in b_full.strides[: len(batch)]):
-        a_flat = a_full.reshape((prod(batch) * m, k))
-        if a_flat is not None:
-            a_full, m, batch, flat = a_flat, prod(batch) * m, (), True
-            b_full = View(b.buffer, b.offset + 0, (k, n), b_full.strides[-2:])
-    steps, final = collect(ctx, result, (m, n)) if not batch else ([], result)
-    gated = collect_gated(ctx, final, (m, n)) if not batch and bias is None and not reduces(steps) else None
-    if gated is not None:
-        _gated_matmul(ctx, loc, a_full, b_full, steps, gated)
-        return
-    out = ctx.result_view(final)
-    out_full = out.reshape((m, n)) if flat else out
-    assert out_full is not None, "a fresh result buffer is dense"
-    mxu = matmul_operand_type(ctx, a, b)
-    output_tiles = 1 + scratch_tiles_needed(steps) + 2 * reduces(steps)  # + the link tile and a norm's
-    chunked = _all_reduce_chunks(ctx, m, n, k, element_bytes(mxu), output_tiles) if reduces(steps) else None
-    tm, tn, tk = chunked or _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
-    norm = _following_rms_norm(ctx, final) if reduces(steps) and tn == n else None
-    kb = ctx.kernel(loc)
-    lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
-    acc = kb.sram((tm, tn), f32)
-    scratch = scratch_tiles(kb, steps, tm, tn)
-    link = kb.sram((tm, tn), ctx.storage_type(result.type)) if reduces(steps) else None
-    bias_tile = kb.sram((1, tn), f32) if bias is not None else None
-    bias_view = bias.broadcast_to((1, n)) if bias is not None else None
-    emit_norm = _rms_norm_epilogue(ctx, kb, norm, (m, n), tm) if norm is not None else None
-
-    # one column tile and one K step of a shared rhs (a weight): every row tile multiplies the same rhs tile
-    rhs_once = not batch and tn >= n and tk >= k and m > tm
-    if rhs_once:
-        kb.load(b_full, [Pos(), Pos()], k, n, rhs)
-    lhs_once = not batch and tm >= m and tk >= k and n > tn  # likewise one row tile and K step of lhs
-    if lhs_once:
-        kb.load(a_full, [Pos(), Pos()], m, k, lhs)
-
-    def output_tile(bstarts: list[Pos], m0: Pos, nm: int, n0: Pos, nn: int) -> None:
-        single_step = k <= tk
-        if not single_step:
-            kb.add(tile.FillOp(acc, 0.0, nm, nn))
-
-        def k_step(k0: Pos, nk: int) -> None:
-            if not lhs_once:
-                kb.load(a_full, [*bstarts, m0, k0], nm, nk, lhs)
-            if not rhs_once:
-                kb.load(b_full, [*bstarts, k0, n0], nk, nn, rhs)
-            kb.add(tile.MatmulOp(lhs, rhs, acc, nm, nn, nk, accumulate=not single_step))
-
-        kb.tiled_range(k, tk, k_step)
-        if bias_view is not None and bias_tile is not None:
-            kb.load(bias_view, [Pos(), n0], 1, nn, bias_tile)
-            kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nm, nn, "col"))
-        apply_epilogue(kb, steps, acc, scratch, [m0, n0], nm, nn, link)
-        kb.store(acc, out_full, [*bstarts, m0, n0], nm, nn)
-        if emit_norm is not None:
-            emit_norm(acc, [m0, n0], nm, nn)
-
-    def batch_loops(dim: int, starts: list[Pos]) -> None:
-        if dim == len(batch):
-            kb.tiled_range(
-                m, tm, lambda m0, nm: kb.tiled_range(n, tn, lambda n0, nn: output_tile(starts, m0, nm, n0, nn))
-            )
-        elif batch[dim] == 1:
-            batch_loops(dim + 1, [*starts, Pos()])
-        else:
-            with kb.loop(batch[dim]) as counter:
-                batch_loops(dim + 1, [*starts, counter])
-
-    batch_loops(0, [])
-
-
-def _gated_matmul(
-    ctx: TileContext, loc: str, a: View, b: View, shared: list[EpilogueStep], gated: GatedEpilogue
-) -> None:
-    """silu(a @ b[:, :F]) * (a @ b[:, F:]) (`GatedEpilogue`): a gate and an up accumulator per output tile,
-    sharing the activation tile; `shared` steps apply to both halves at their own columns."""
-    m, k = a.shape
-    width = gated.width
-    out = ctx.result_view(gated.final).reshape((m, width))
-    assert out is not None, "a fresh result buffer is dense"
-    mxu = matmul_operand_type(ctx, a, b)
-    steps = [*shared, *gated.gate, *gated.after]
-    tm, tn, tk = _matmul_tiles(ctx, m, 2 * width, k, loc, mxu, 1 + scratch_tiles_needed(steps), parts=2)
-    tn = min(width, max(1, tn // 2))  # the gate and up tiles together are one tile of the 2F-wide product
-    kb = ctx.kernel(loc)
-    lhs, rhs_gate, rhs_up = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu), kb.sram((tk, tn), mxu)
-    acc_gate, acc_up = kb.sram((tm, tn), f32), kb.sram((tm, tn), f32)
-    scratch = scratch_tiles(kb, steps, tm, tn)
-    up = Pos(width)
-    lhs_once = tm >= m and tk >= k and width > tn  # one row tile and K step: every column tile shares it
-    if lhs_once:
-        kb.load(a, [Pos(), Pos()], m, k, lhs)
-    rhs_once = tn >= width and tk >= k and m > tm  # one column tile and K step: every row tile shares it
-    if rhs_once:
-        kb.load(b, [Pos(), Pos()], k, width, rhs_gate)
-        kb.load(b, [Pos(), up], k, width, rhs_up)
-
-    def output_tile(m0: Pos, nm: int, n0: Pos, nn: int) -> None:
-        single_step = k <= tk
-        if not single_step:
-            kb.add(tile.FillOp(acc_gate, 0.0, nm, nn))
-            kb.add(tile.FillOp(acc_up, 0.0, nm, nn))
-
-        def k_step(k0: Pos, nk: int) -> None:
-            if not lhs_once:
-                kb.load(a, [m0, k0], nm, nk, lhs)
-            if not rhs_once:
-                kb.load(b, [k0, n0], nk, nn, rhs_gate)
-                kb.load(b, [k0, n0 + up], nk, nn, rhs_up)
-            kb.add(tile.MatmulOp(lhs, rhs_gate, acc_gate, nm, nn, nk, accumulate=not single_step))
-            kb.add(tile.MatmulOp(lhs, rhs_up, acc_up, nm, nn, nk, accumulate=not single_step))
-
-        kb.tiled_range(k, tk, k_step)
-        apply_epilogue(kb, shared, acc_gate, scratch, [m0, n0], nm, nn)
-        apply_epilogue(kb, shared, acc_up, scratch, [m0, n0 + up], nm, nn)
-        apply_epilogue(kb, gated.gate, acc_gate, scratch, [m0, n0], nm, nn)
-        kb.add(tile.BinaryOp("mul", acc_gate, acc_up, acc_gate, nm, nn))
-        apply_epilogue(kb, gated.after, acc_gate, scratch, [m0, n0], nm, nn)
-        kb.store(acc_gate, out, [m0, n0], nm, nn)
-
-    kb.tiled_range(m, tm, lambda m0, nm: kb.tiled_range(width, tn, lambda n0, nn: output_tile(m0, nm, n0, nn)))
-
-
-def _all_reduce_chunks(
-    ctx: TileContext, m: int, n: int, k: int, eb: int, output_tiles: int
-) -> tuple[int, int, int] | None:
-    """Tiles of a matmul whose output is all-reduced tile by tile: about ALL_REDUCE_CHUNKS chunks of whole
-    rows (a multiple of the array's rows, so no row fold is wasted; whole rows, so a following rms_norm
-    can run on them), the deepest K step that fits SRAM; None if whole rows do not fit."""
-    unit = ctx.target.mxu.rows
-    tm = min(m, max(unit, -(-m // ALL_REDUCE_CHUNKS) // unit * unit))
-    tk = k
-    while matmul_tile_bytes(tm, n, tk, eb, 2, output_tiles) > ctx.sram_budget:
-        if tk <= unit:
-            return None
-        tk = -(-tk // 2)
-    return tm, n, tk
-
-
-def matmul(ctx: TileContext, op: tfm.MatmulOp) -> None:
-    """tfm.matmul -> tiled MXU kernel."""
-    matmul_kernel(ctx, loc_of(op), op.result, ctx.view_of(op.lhs), ctx.view_of(op.rhs), None)
-
-
-def linear(ctx: TileContext, op: tfm.LinearOp) -> None:
-    """tfm.linear -> tiled MXU kernel; weights are stored pre-transposed [in, out]."""
-    weight_owner = op.weight.owner
-    if isinstance(weight_owner, tfm.WeightOp):
-        w_t = ctx.weight(
-            weight_owner.sym.data,
-            tfm.shape_of(op.weight),
-            tfm.element_type(op.weight),
-            transpose=True,
-            shard=weight_owner.shard,
-        )
-    else:
-        w_t = ctx.view_of(op.weight).permute([1, 0])
-    bias = ctx.view_of(op.bias) if op.bias is not None else None
-    matmul_kernel(ctx, loc_of(op), op.result, ctx.view_of(op.input), w_t, bias)
 
 
 def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
@@ -542,12 +327,12 @@ def softmax(ctx: TileContext, op: tfm.SoftmaxOp) -> None:
     def emit(
         kb: KernelBuilder, x: SSAValue, _s: list[SSAValue], _p: list[SSAValue], st: SSAValue, r: int, c: int
     ) -> None:
-        _softmax_rows(kb, x, st, r, c)
+        softmax_rows(kb, x, st, r, c)
 
     rowwise(ctx, loc_of(op), op.result, ctx.view_of(op.input), 0, [], emit)
 
 
-def _softmax_rows(kb: KernelBuilder, x: SSAValue, stat: SSAValue, rows: int, cols: int) -> None:
+def softmax_rows(kb: KernelBuilder, x: SSAValue, stat: SSAValue, rows: int, cols: int) -> None:
     kb.add(tile.ReduceOp("max", x, stat, rows, cols))
     kb.add(tile.BinaryOp("sub", x, stat, x, rows, cols, "row"))
     kb.add(tile.UnaryOp("exp", x, x, rows, cols))
@@ -655,251 +440,6 @@ def embedding(ctx: TileContext, op: tfm.EmbeddingOp) -> None:
         kb.store(dest, out, [r0, c0], nr, nc)
 
     kb.tiled_range(count, rows, lambda r0, nr: kb.tiled_range(width, cols, lambda c0, nc: body(r0, nr, c0, nc)))
-
-
-def _scale_and_cap(
-    kb: KernelBuilder, scores: SSAValue, scale: float, softcap: float | None, rows: int, cols: int
-) -> None:
-    """scores *= scale, then softcap * tanh(scores / softcap) when the model caps its logits."""
-    kb.add(tile.ScalarOp("mul", scores, scores, scale, rows, cols))
-    if softcap is not None:
-        kb.add(tile.ScalarOp("div", scores, scores, softcap, rows, cols))
-        kb.add(tile.UnaryOp("tanh", scores, scores, rows, cols))
-        kb.add(tile.ScalarOp("mul", scores, scores, softcap, rows, cols))
-
-
-DECODE_BATCH_MAX = 64
-"""Most sequences one batched decode-attention matmul takes."""
-
-
-def _stacked_heads(view: View, batch: int, kv_heads: int, group: int) -> View | None:
-    """q [B, H, S, D] as [B, Hkv, group*S, D] (a GQA group's query rows stacked), if strides allow."""
-    _, _, s, d = view.shape
-    return view.reshape((batch, kv_heads, group * s, d))
-
-
-def decode_attention(ctx: TileContext, op: tfm.AttentionOp) -> bool:
-    """Few query rows per sequence (decode): batch sequences into one MXU instruction; False if not applicable.
-
-    A GQA group's query heads are stacked into the rows of one tile ([group * Sq, D]), and DECODE_BATCH_MAX
-    sequences go through each matmul together (`batch`), so the 256x256 arrays work on many sequences at
-    once instead of one 8-row product at a time.
-    """
-    q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
-    batch, heads, sq, d = q.shape
-    kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
-    group = heads // kv_heads
-    rows = group * sq
-    causal_is_free = not op.causal.value.data or sq == 1
-    if op.mask is not None or op.window is not None or not causal_is_free or batch == 1 or rows > ROW_TILE_MAX:
-        return False
-    q_rows = _stacked_heads(q, batch, kv_heads, group)
-    if q_rows is None:
-        return False
-    mxu, eb = ctx.mxu_type, element_bytes(ctx.mxu_type)
-    separate_p = eb != 4
-    per_sequence = rows * d * eb + d * sk * eb + sk * dv * eb + rows * sk * (4 + (eb if separate_p else 0))
-    per_sequence += rows * dv * 4 + rows * 4
-    nb = min(batch, DECODE_BATCH_MAX, max(1, ctx.sram_budget // per_sequence))
-    if nb * per_sequence > ctx.sram_budget:
-        return False
-    out_rows = _stacked_heads(ctx.result_view(op.result), batch, kv_heads, group)
-    assert out_rows is not None, "a fresh result buffer is dense"
-    kb = ctx.kernel(loc_of(op))
-    qt, kt, vt = kb.sram((nb * rows, d), mxu), kb.sram((nb * d, sk), mxu), kb.sram((nb * sk, dv), mxu)
-    scores = kb.sram((nb * rows, sk), f32)
-    probs = kb.sram((nb * rows, sk), mxu) if separate_p else scores
-    acc, stat = kb.sram((nb * rows, dv), f32), kb.sram((nb * rows, 1), f32)
-    k_t = k.permute([0, 1, 3, 2])
-    scale = op.scale.value.data
-    softcap = op.softcap.value.data if op.softcap is not None else None
-
-    def chunk(b0: Pos, n: int, hk: Pos) -> None:
-        def load_one(i: Pos, _one: int) -> None:
-            b = b0 + i
-            kb.load(q_rows, [b, hk, Pos(), Pos()], rows, d, qt, i.scaled(rows * d))
-            kb.load(k_t, [b, hk, Pos(), Pos()], d, sk, kt, i.scaled(d * sk))
-            kb.load(v, [b, hk, Pos(), Pos()], sk, dv, vt, i.scaled(sk * dv))
-
-        kb.tiled_range(n, 1, load_one)
-        kb.add(tile.MatmulOp(qt, kt, scores, rows, sk, d, accumulate=False, batch=n))
-        _scale_and_cap(kb, scores, scale, softcap, n * rows, sk)
-        _softmax_rows(kb, scores, stat, n * rows, sk)
-        if separate_p:
-            kb.add(tile.UnaryOp("copy", scores, probs, n * rows, sk))
-        kb.add(tile.MatmulOp(probs, vt, acc, rows, dv, sk, accumulate=False, batch=n))
-        kb.tiled_range(
-            n, 1, lambda i, _one: kb.store(acc, out_rows, [b0 + i, hk, Pos(), Pos()], rows, dv, i.scaled(rows * dv))
-        )
-
-    kb.tiled_range(kv_heads, 1, lambda hk, _m: kb.tiled_range(batch, nb, lambda b0, n: chunk(b0, n, hk)))
-    return True
-
-
-FLASH_ROWS = 4096
-"""Stacked query rows (GQA heads x queries) per flash-attention tile: 16 row folds of a 256-row array."""
-FLASH_KEYS = 2048
-"""Keys per flash-attention block (fewer when SRAM is short)."""
-FLASH_MIN_KEYS = 64
-"""Shorter attention takes whole score rows at once."""
-
-
-def flash_attention(ctx: TileContext, op: tfm.AttentionOp) -> bool:
-    """Long attention (prefill) as key blocks with an online softmax; False if not applicable.
-
-    A GQA group's query heads are stacked into the rows of one tile ([group * tq, D]) so each matrix
-    instruction keeps many arrays busy; per key block: S = Q K^T * scale (causal mask on blocks that
-    cross the diagonal, `period` tq), m' = max(m, rowmax S), P = exp(S - m'), l = l e^(m - m') + rowsum P,
-    O = O e^(m - m') + P V; blocks above the diagonal are skipped. O / l is stored at the end.
-    """
-    q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
-    batch, heads, sq, d = q.shape
-    kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
-    group = heads // kv_heads
-    causal = op.causal.value.data
-    if op.mask is not None or op.window is not None or sk <= FLASH_MIN_KEYS or sq == 1:
-        return False
-    mxu, eb = ctx.mxu_type, element_bytes(ctx.mxu_type)
-    tq, kb = min(sq, max(1, FLASH_ROWS // group)), min(sk, FLASH_KEYS)
-
-    def need(tq: int, kb: int) -> int:
-        """SRAM bytes of the tiles, key-block tiles twice (double buffering)."""
-        rows = group * tq
-        return rows * (d * eb + dv * 4 + 5 * 4) + 2 * (rows * kb * (4 + eb) + kb * (d + dv) * eb)
-
-    while need(tq, kb) > ctx.sram_budget and (kb > 16 or tq > 1):
-        if kb > 16 and kb * group >= tq:
-            kb //= 2
-        else:
-            tq //= 2
-    if need(tq, kb) > ctx.sram_budget:
-        return False
-    rows = group * tq
-    out = ctx.result_view(op.result)
-    k_t = k.permute([0, 1, 3, 2])
-    scale = op.scale.value.data
-    softcap = op.softcap.value.data if op.softcap is not None else None
-    offset = sk - sq  # query i sees keys j <= i + offset
-
-    def query_tile(q0: int, nq: int) -> None:
-        kern = ctx.kernel(loc_of(op))  # one kernel per query tile: few address registers each; they overlap
-        qt, kt, vt = kern.sram((rows, d), mxu), kern.sram((d, kb), mxu), kern.sram((kb, dv), mxu)
-        scores, probs = kern.sram((rows, kb), f32), kern.sram((rows, kb), mxu)
-        acc, m, m_new, denom, stat = (kern.sram(shape, f32) for shape in ((rows, dv), *[(rows, 1)] * 4))
-
-        def key_block(b: Pos, hk: Pos, k0: Pos, nk: int, diagonal: int | None) -> None:
-            kern.load(k_t, [b, hk, Pos(), k0], d, nk, kt)
-            kern.load(v, [b, hk, k0, Pos()], nk, dv, vt)
-            kern.add(tile.MatmulOp(qt, kt, scores, rows, nk, d, accumulate=False))
-            _scale_and_cap(kern, scores, scale, softcap, rows, nk)
-            if diagonal is not None:
-                kern.add(tile.CausalMaskOp(scores, rows, nk, diagonal, [0] * kern.depth, period=tq))
-            kern.add(tile.ReduceOp("max", scores, stat, rows, nk))
-            kern.add(tile.BinaryOp("max", m, stat, m_new, rows, 1))
-            kern.add(tile.BinaryOp("sub", scores, m_new, scores, rows, nk, "row"))
-            kern.add(tile.UnaryOp("exp", scores, probs, rows, nk))  # rounded to the MXU dtype once, summed as used
-            kern.add(tile.BinaryOp("sub", m, m_new, m, rows, 1))
-            kern.add(tile.UnaryOp("exp", m, m, rows, 1))  # the correction e^(m - m')
-            kern.add(tile.BinaryOp("mul", denom, m, denom, rows, 1))
-            kern.add(tile.ReduceOp("sum", probs, stat, rows, nk))
-            kern.add(tile.BinaryOp("add", denom, stat, denom, rows, 1))
-            kern.add(tile.BinaryOp("mul", acc, m, acc, rows, dv, "row"))
-            kern.add(tile.MatmulOp(probs, vt, acc, rows, dv, nk, accumulate=True))
-            kern.add(tile.UnaryOp("copy", m_new, m, rows, 1))
-
-        def body(b: Pos, hk: Pos) -> None:
-            def each_head(g: Pos, _one: int) -> None:
-                kern.load(q, [b, hk.scaled(group) + g, Pos(q0), Pos()], nq, d, qt, g.scaled(tq * d))
-
-            kern.tiled_range(group, 1, each_head)
-            kern.add(tile.FillOp(m, float("-inf"), rows, 1))
-            kern.add(tile.FillOp(denom, 0.0, rows, 1))
-            kern.add(tile.FillOp(acc, 0.0, rows, dv))
-            last = min(sk, q0 + nq + offset) if causal else sk  # keys any row of the tile sees
-            unmasked = max(0, min(last, q0 + 1 + offset)) if causal else sk  # keys every row sees
-            full_blocks = unmasked // kb
-            kern.tiled_range(full_blocks * kb, kb, lambda k0, nk: key_block(b, hk, k0, nk, None))
-            for k0 in range(full_blocks * kb, last, kb):
-                key_block(b, hk, Pos(k0), min(kb, last - k0), q0 + offset - k0 if causal else None)
-            kern.add(tile.BinaryOp("div", acc, denom, acc, rows, dv, "row"))
-
-            def store_head(g: Pos, _one: int) -> None:
-                kern.store(acc, out, [b, hk.scaled(group) + g, Pos(q0), Pos()], nq, dv, g.scaled(tq * dv))
-
-            kern.tiled_range(group, 1, store_head)
-
-        kern.tiled_range(batch, 1, lambda b, _n: kern.tiled_range(kv_heads, 1, lambda hk, _m: body(b, hk)))
-
-    for q0 in range(0, sq, tq):
-        query_tile(q0, min(tq, sq - q0))
-    return True
-
-
-def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
-    """Per (batch, kv head, query tile): S = QK^T*scale (+mask, causal), softmax, O = PV."""
-    if ctx.decode_batch and decode_attention(ctx, op):
-        return
-    if ctx.flash and flash_attention(ctx, op):
-        return
-    q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
-    batch, heads, sq, d = q.shape
-    kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
-    group = heads // kv_heads
-    out = ctx.result_view(op.result)
-    mxu = ctx.mxu_type
-    eb = element_bytes(mxu)
-    mask = op.mask
-    mask_view = ctx.view_of(mask).broadcast_to((batch, heads, sq, sk)) if mask is not None else None
-    mask_is_bool = mask is not None and not tfm.is_float(mask.type)
-    separate_p = eb != 4
-    per_row = d * eb + sk * 4 + (sk * eb if separate_p else 0) + dv * 4 + 4
-    if mask is not None:
-        per_row += sk * (1 if mask_is_bool else 4) + (sk * 4 if mask_is_bool else 0)
-    fixed = d * sk * eb + sk * dv * eb
-    tq = fit_rows(per_row, fixed, ctx.sram_budget, min(sq, ROW_TILE_MAX), f"{loc_of(op)} K/V of {sk} keys")
-    kb = ctx.kernel(loc_of(op))
-    kt, vt = kb.sram((d, sk), mxu), kb.sram((sk, dv), mxu)
-    qt, scores = kb.sram((tq, d), mxu), kb.sram((tq, sk), f32)
-    probs = kb.sram((tq, sk), mxu) if separate_p else scores
-    acc, stat = kb.sram((tq, dv), f32), kb.sram((tq, 1), f32)
-    mask_tile = kb.sram((tq, sk), i1 if mask_is_bool else f32) if mask is not None else None
-    minus_inf = kb.sram((tq, sk), f32) if mask_is_bool else None
-    if minus_inf is not None:
-        kb.add(tile.FillOp(minus_inf, float("-inf"), tq, sk))
-    k_t = k.permute([0, 1, 3, 2])
-    scale = op.scale.value.data
-    softcap = op.softcap.value.data if op.softcap is not None else None
-    window = op.window.value.data if op.window is not None else 0
-    if window and not op.causal.value.data:
-        raise NotImplementedError(f"{loc_of(op)}: a sliding window without causal masking is not supported")
-
-    def query_tile(b: Pos, h: Pos, q0: Pos, nq: int) -> None:
-        kb.load(q, [b, h, q0, Pos()], nq, d, qt)
-        kb.add(tile.MatmulOp(qt, kt, scores, nq, sk, d, accumulate=False))
-        _scale_and_cap(kb, scores, scale, softcap, nq, sk)
-        if mask_view is not None and mask_tile is not None:
-            kb.load(mask_view, [b, h, q0, Pos()], nq, sk, mask_tile)
-            if minus_inf is not None:
-                kb.add(tile.SelectOp(mask_tile, scores, minus_inf, scores, nq, sk))
-            else:
-                kb.add(tile.BinaryOp("add", scores, mask_tile, scores, nq, sk))
-        if op.causal.value.data:
-            diagonal = q0 + Pos(sk - sq)
-            kb.add(tile.CausalMaskOp(scores, nq, sk, diagonal.const, diagonal.strides(kb.depth), window))
-        _softmax_rows(kb, scores, stat, nq, sk)
-        if separate_p:
-            kb.add(tile.UnaryOp("copy", scores, probs, nq, sk))
-        kb.add(tile.MatmulOp(probs, vt, acc, nq, dv, sk, accumulate=False))
-        kb.store(acc, out, [b, h, q0, Pos()], nq, dv)
-
-    def heads_of(b: Pos, hk: Pos) -> None:
-        kb.load(k_t, [b, hk, Pos(), Pos()], d, sk, kt)
-        kb.load(v, [b, hk, Pos(), Pos()], sk, dv, vt)
-        kb.tiled_range(
-            group, 1, lambda g, _n: kb.tiled_range(sq, tq, lambda q0, nq: query_tile(b, hk.scaled(group) + g, q0, nq))
-        )
-
-    kb.tiled_range(batch, 1, lambda b, _n: kb.tiled_range(kv_heads, 1, lambda hk, _m: heads_of(b, hk)))
 
 
 def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:

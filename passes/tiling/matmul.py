@@ -1,0 +1,241 @@
+"""Matrix kernels: tfm.matmul and tfm.linear as tiled MXU products with fp32 accumulation, their fused
+epilogues (tiling/epilogue.py), the gated gate/up kernel and the all-reduce of row-parallel products
+in whole-row chunks (with the rms_norm that follows).
+
+    %y = tfm.linear %x, %w -> tile.loop { dma_load x tile; matmul x tile, w tile, acc; epilogue; dma_store }
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from xdsl.dialects.builtin import f32
+from xdsl.ir import Attribute, SSAValue
+
+from tasic.ir import tfm, tile
+from tasic.passes.tiling.builder import DoesNotFitError, Pos
+from tasic.passes.tiling.context import TileContext
+from tasic.passes.tiling.cost import best_matmul_tiles, matmul_tile_bytes
+from tasic.passes.tiling.dtypes import dtype_name, element_bytes
+from tasic.passes.tiling.epilogue import (
+    EpilogueStep,
+    GatedEpilogue,
+    collect,
+    collect_gated,
+    reduces,
+    scratch_tiles,
+    scratch_tiles_needed,
+)
+from tasic.passes.tiling.epilogue import apply as apply_epilogue
+from tasic.passes.tiling.kernels import ALL_REDUCE_CHUNKS, following_rms_norm, loc_of, rms_norm_epilogue
+from tasic.passes.tiling.views import View
+
+
+def _matmul_tiles(
+    ctx: TileContext,
+    m: int,
+    n: int,
+    k: int,
+    loc: str,
+    mxu: Attribute | None = None,
+    output_tiles: int = 1,
+    parts: int = 1,
+) -> tuple[int, int, int]:
+    """(tm, tn, tk) of a tiled matmul, chosen by the cost model (tiling/cost.py) or the fixed rule
+    (`parts` instructions side by side per output tile)."""
+    eb = element_bytes(mxu or ctx.mxu_type)
+    rate = ctx.target.mxu.rate.get(dtype_name(mxu or ctx.mxu_type), 1.0)
+    if ctx.cost_model:
+        best = best_matmul_tiles(ctx.target, m, n, k, eb, rate, ctx.sram_budget, output_tiles, parts)
+        if best is not None:
+            return best
+    rows, cols = ctx.target.mxu.rows, ctx.target.mxu.cols
+    tm, tn, tk = min(m, 8 * rows), min(n, 8 * cols), min(k, 16 * max(rows, cols))
+    while matmul_tile_bytes(tm, tn, tk, eb, 1, output_tiles) > ctx.sram_budget:
+        if tk > max(rows, cols) and tk >= max(tm, tn):
+            tk = -(-tk // 2)
+        elif tm >= tn and tm > 1:
+            tm = -(-tm // 2)
+        elif tn > 1:
+            tn = -(-tn // 2)
+        elif tk > 1:
+            tk = -(-tk // 2)
+        else:
+            raise DoesNotFitError(f"{loc}: a 1x1x1 matmul tile does not fit {ctx.sram_budget} bytes of SRAM")
+    return tm, tn, tk
+
+
+def matmul_operand_type(ctx: TileContext, a: View, b: View) -> Attribute:
+    """MXU operand dtype: the 8-bit float both operands are stored in (quantised), else the compile dtype's."""
+    elem = a.buffer.type.element_type
+    if elem == b.buffer.type.element_type and tfm.fp8_max(elem) is not None:
+        return elem
+    return ctx.mxu_type
+
+
+def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View, bias: View | None) -> None:
+    """result[..., M, N] = a @ b (+ bias[N]) (+ fused elementwise epilogue), tiled M x N x K, fp32 accumulation."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = tfm.shape_of(result)[:-2]
+    a_full = a.broadcast_to((*batch, m, k))
+    b_full = b.broadcast_to((*batch, k, n))
+    flat = False
+    if batch and all(s == 0 for s in b_full.strides[: len(batch)]):
+        a_flat = a_full.reshape((prod(batch) * m, k))
+        if a_flat is not None:
+            a_full, m, batch, flat = a_flat, prod(batch) * m, (), True
+            b_full = View(b.buffer, b.offset + 0, (k, n), b_full.strides[-2:])
+    steps, final = collect(ctx, result, (m, n)) if not batch else ([], result)
+    gated = collect_gated(ctx, final, (m, n)) if not batch and bias is None and not reduces(steps) else None
+    if gated is not None:
+        _gated_matmul(ctx, loc, a_full, b_full, steps, gated)
+        return
+    out = ctx.result_view(final)
+    out_full = out.reshape((m, n)) if flat else out
+    assert out_full is not None, "a fresh result buffer is dense"
+    mxu = matmul_operand_type(ctx, a, b)
+    output_tiles = 1 + scratch_tiles_needed(steps) + 2 * reduces(steps)  # + the link tile and a norm's
+    chunked = _all_reduce_chunks(ctx, m, n, k, element_bytes(mxu), output_tiles) if reduces(steps) else None
+    tm, tn, tk = chunked or _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
+    norm = following_rms_norm(ctx, final) if reduces(steps) and tn == n else None
+    kb = ctx.kernel(loc)
+    lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
+    acc = kb.sram((tm, tn), f32)
+    scratch = scratch_tiles(kb, steps, tm, tn)
+    link = kb.sram((tm, tn), ctx.storage_type(result.type)) if reduces(steps) else None
+    bias_tile = kb.sram((1, tn), f32) if bias is not None else None
+    bias_view = bias.broadcast_to((1, n)) if bias is not None else None
+    emit_norm = rms_norm_epilogue(ctx, kb, norm, (m, n), tm) if norm is not None else None
+
+    # one column tile and one K step of a shared rhs (a weight): every row tile multiplies the same rhs tile
+    rhs_once = not batch and tn >= n and tk >= k and m > tm
+    if rhs_once:
+        kb.load(b_full, [Pos(), Pos()], k, n, rhs)
+    lhs_once = not batch and tm >= m and tk >= k and n > tn  # likewise one row tile and K step of lhs
+    if lhs_once:
+        kb.load(a_full, [Pos(), Pos()], m, k, lhs)
+
+    def output_tile(bstarts: list[Pos], m0: Pos, nm: int, n0: Pos, nn: int) -> None:
+        single_step = k <= tk
+        if not single_step:
+            kb.add(tile.FillOp(acc, 0.0, nm, nn))
+
+        def k_step(k0: Pos, nk: int) -> None:
+            if not lhs_once:
+                kb.load(a_full, [*bstarts, m0, k0], nm, nk, lhs)
+            if not rhs_once:
+                kb.load(b_full, [*bstarts, k0, n0], nk, nn, rhs)
+            kb.add(tile.MatmulOp(lhs, rhs, acc, nm, nn, nk, accumulate=not single_step))
+
+        kb.tiled_range(k, tk, k_step)
+        if bias_view is not None and bias_tile is not None:
+            kb.load(bias_view, [Pos(), n0], 1, nn, bias_tile)
+            kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nm, nn, "col"))
+        apply_epilogue(kb, steps, acc, scratch, [m0, n0], nm, nn, link)
+        kb.store(acc, out_full, [*bstarts, m0, n0], nm, nn)
+        if emit_norm is not None:
+            emit_norm(acc, [m0, n0], nm, nn)
+
+    def batch_loops(dim: int, starts: list[Pos]) -> None:
+        if dim == len(batch):
+            kb.tiled_range(
+                m, tm, lambda m0, nm: kb.tiled_range(n, tn, lambda n0, nn: output_tile(starts, m0, nm, n0, nn))
+            )
+        elif batch[dim] == 1:
+            batch_loops(dim + 1, [*starts, Pos()])
+        else:
+            with kb.loop(batch[dim]) as counter:
+                batch_loops(dim + 1, [*starts, counter])
+
+    batch_loops(0, [])
+
+
+def _gated_matmul(
+    ctx: TileContext, loc: str, a: View, b: View, shared: list[EpilogueStep], gated: GatedEpilogue
+) -> None:
+    """silu(a @ b[:, :F]) * (a @ b[:, F:]) (`GatedEpilogue`): a gate and an up accumulator per output tile,
+    sharing the activation tile; `shared` steps apply to both halves at their own columns."""
+    m, k = a.shape
+    width = gated.width
+    out = ctx.result_view(gated.final).reshape((m, width))
+    assert out is not None, "a fresh result buffer is dense"
+    mxu = matmul_operand_type(ctx, a, b)
+    steps = [*shared, *gated.gate, *gated.after]
+    tm, tn, tk = _matmul_tiles(ctx, m, 2 * width, k, loc, mxu, 1 + scratch_tiles_needed(steps), parts=2)
+    tn = min(width, max(1, tn // 2))  # the gate and up tiles together are one tile of the 2F-wide product
+    kb = ctx.kernel(loc)
+    lhs, rhs_gate, rhs_up = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu), kb.sram((tk, tn), mxu)
+    acc_gate, acc_up = kb.sram((tm, tn), f32), kb.sram((tm, tn), f32)
+    scratch = scratch_tiles(kb, steps, tm, tn)
+    up = Pos(width)
+    lhs_once = tm >= m and tk >= k and width > tn  # one row tile and K step: every column tile shares it
+    if lhs_once:
+        kb.load(a, [Pos(), Pos()], m, k, lhs)
+    rhs_once = tn >= width and tk >= k and m > tm  # one column tile and K step: every row tile shares it
+    if rhs_once:
+        kb.load(b, [Pos(), Pos()], k, width, rhs_gate)
+        kb.load(b, [Pos(), up], k, width, rhs_up)
+
+    def output_tile(m0: Pos, nm: int, n0: Pos, nn: int) -> None:
+        single_step = k <= tk
+        if not single_step:
+            kb.add(tile.FillOp(acc_gate, 0.0, nm, nn))
+            kb.add(tile.FillOp(acc_up, 0.0, nm, nn))
+
+        def k_step(k0: Pos, nk: int) -> None:
+            if not lhs_once:
+                kb.load(a, [m0, k0], nm, nk, lhs)
+            if not rhs_once:
+                kb.load(b, [k0, n0], nk, nn, rhs_gate)
+                kb.load(b, [k0, n0 + up], nk, nn, rhs_up)
+            kb.add(tile.MatmulOp(lhs, rhs_gate, acc_gate, nm, nn, nk, accumulate=not single_step))
+            kb.add(tile.MatmulOp(lhs, rhs_up, acc_up, nm, nn, nk, accumulate=not single_step))
+
+        kb.tiled_range(k, tk, k_step)
+        apply_epilogue(kb, shared, acc_gate, scratch, [m0, n0], nm, nn)
+        apply_epilogue(kb, shared, acc_up, scratch, [m0, n0 + up], nm, nn)
+        apply_epilogue(kb, gated.gate, acc_gate, scratch, [m0, n0], nm, nn)
+        kb.add(tile.BinaryOp("mul", acc_gate, acc_up, acc_gate, nm, nn))
+        apply_epilogue(kb, gated.after, acc_gate, scratch, [m0, n0], nm, nn)
+        kb.store(acc_gate, out, [m0, n0], nm, nn)
+
+    kb.tiled_range(m, tm, lambda m0, nm: kb.tiled_range(width, tn, lambda n0, nn: output_tile(m0, nm, n0, nn)))
+
+
+def _all_reduce_chunks(
+    ctx: TileContext, m: int, n: int, k: int, eb: int, output_tiles: int
+) -> tuple[int, int, int] | None:
+    """Tiles of a matmul whose output is all-reduced tile by tile: about ALL_REDUCE_CHUNKS chunks of whole
+    rows (a multiple of the array's rows, so no row fold is wasted; whole rows, so a following rms_norm
+    can run on them), the deepest K step that fits SRAM; None if whole rows do not fit."""
+    unit = ctx.target.mxu.rows
+    tm = min(m, max(unit, -(-m // ALL_REDUCE_CHUNKS) // unit * unit))
+    tk = k
+    while matmul_tile_bytes(tm, n, tk, eb, 2, output_tiles) > ctx.sram_budget:
+        if tk <= unit:
+            return None
+        tk = -(-tk // 2)
+    return tm, n, tk
+
+
+def matmul(ctx: TileContext, op: tfm.MatmulOp) -> None:
+    """tfm.matmul -> tiled MXU kernel."""
+    matmul_kernel(ctx, loc_of(op), op.result, ctx.view_of(op.lhs), ctx.view_of(op.rhs), None)
+
+
+def linear(ctx: TileContext, op: tfm.LinearOp) -> None:
+    """tfm.linear -> tiled MXU kernel; weights are stored pre-transposed [in, out]."""
+    weight_owner = op.weight.owner
+    if isinstance(weight_owner, tfm.WeightOp):
+        w_t = ctx.weight(
+            weight_owner.sym.data,
+            tfm.shape_of(op.weight),
+            tfm.element_type(op.weight),
+            transpose=True,
+            shard=weight_owner.shard,
+        )
+    else:
+        w_t = ctx.view_of(op.weight).permute([1, 0])
+    bias = ctx.view_of(op.bias) if op.bias is not None else None
+    matmul_kernel(ctx, loc_of(op), op.result, ctx.view_of(op.input), w_t, bias)
