@@ -73,7 +73,7 @@ class QuantizeFp8Pass(ModulePass):
             raise QuantizeError(f"quantize-fp8: granularity must be one of {', '.join(GRANULARITIES)}")
         static = load_calibration(self.calibration) if self.calibration else None
         if self.placeholder_scales and static is None:
-            static = _UnitScales()
+            static = {}  # every linear gets the placeholder (see _Rewriter.calibrated_amax)
         if static is not None and self.granularity != "tensor":
             raise QuantizeError("quantize-fp8: calibrated (static) scales are per tensor; drop granularity=row")
         for function in [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]:
@@ -86,19 +86,9 @@ def load_calibration(path: str) -> dict[str, float]:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise QuantizeError(f"cannot read the calibration file {path}: {err}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, int | float) and v > 0 for v in data.values()):
+    if not isinstance(data, dict) or not data or not all(isinstance(v, int | float) and v > 0 for v in data.values()):
         raise QuantizeError(f"calibration file {path}: expected a JSON object of weight name -> positive max |x|")
     return {str(k): float(v) for k, v in data.items()}
-
-
-class _UnitScales(dict[str, float]):
-    """Calibrated max |x| of 448 (scale 1) for every linear: placeholders for timing-only binaries."""
-
-    def __contains__(self, name: object) -> bool:
-        return True
-
-    def __missing__(self, name: str) -> float:
-        return FP8_E4M3_MAX
 
 
 def quantizable(linear: tfm.LinearOp) -> tfm.WeightOp | None:
@@ -168,8 +158,11 @@ class _Rewriter:
         self.finish(linear, y, new)
 
     def calibrated_amax(self, name: str) -> float:
-        """The calibrated max |input| of the linear of weight `name` (fused linears: the largest of their parts')."""
+        """The calibrated max |input| of the linear of weight `name` (fused linears: the largest of their parts');
+        448 (scale 1) for every linear without a calibration file (placeholder scales)."""
         assert self.static is not None
+        if not self.static:
+            return FP8_E4M3_MAX
         if name in self.static:
             return self.static[name]
         derived = split_derived(name)

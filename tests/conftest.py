@@ -1,4 +1,5 @@
-"""Shared test fixtures: `tfm_reference`, a numpy interpreter of the tfm dialect.
+"""Shared test fixtures: `tfm_reference`, a numpy interpreter of the tfm dialect, and `tiny_llama`, a
+2-layer Llama-family serving step compiled and run for `tiny`.
 
 Each op is computed in float64 (floats) and rounded to its result element
 type, so results can be compared with torch and with the ISA simulator.
@@ -16,7 +17,12 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType, bf16, f16, f32, f64, i1, i8, i16, i32, i64
 from xdsl.ir import Attribute, Operation, SSAValue
 
+from tasic.backend.target import load_target
+from tasic.backend.tbin import from_bytes, to_bytes
+from tasic.compiler import compile_module, default_pipeline
+from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step, step_inputs
 from tasic.ir import tfm
+from tasic.isa_sim.simulator import Machine
 
 TfmEvaluator = Callable[..., list[np.ndarray]]
 """evaluate_tfm(module, weights, inputs, function="main") -> results."""
@@ -187,3 +193,47 @@ def evaluate_tfm(
 def tfm_reference() -> TfmEvaluator:
     """The numpy tfm interpreter: evaluate(module, weights, inputs, function="main") -> outputs."""
     return evaluate_tfm
+
+
+class TinyLlamaStep:
+    """A 2-layer Llama-family serving step with seeded random weights: a 6-token prompt and two groups
+    of decoding sequences with their own KV caches (frontend/llama_step.py)."""
+
+    config = LlamaConfig(
+        name="tiny-llama",
+        hidden=32,
+        layers=2,
+        heads=8,
+        kv_heads=4,
+        head_dim=8,
+        ffn=64,
+        vocab=50,
+        rms_eps=1e-5,
+        rope_theta=10000.0,
+        max_context=64,
+    )
+    step = BatchStep(6, ((3, 10), (1, 12)))
+
+    def graph(self):
+        """The step's tfm graph and weights."""
+        return build_step(self.config, self.step, "random")
+
+    def run(self, tp: int, pipeline: str | None = None) -> dict[str, np.ndarray]:
+        """Logits and updated KV caches on `tp` chips of `tiny` (f32; default pipeline unless given),
+        from seeded random caches; the binary goes through its byte encoding first."""
+        graph = self.graph()
+        target = load_target("tiny")
+        pipeline = pipeline or default_pipeline(target.spec, "f32", tp)
+        binary = compile_module(graph.module, graph.weights, target, "f32", pipeline=pipeline, tp=tp)
+        machine = Machine(from_bytes(to_bytes(binary)), target)
+        rng = np.random.default_rng(1)
+        for name in graph.state_names:
+            machine.write(name, rng.standard_normal(machine.whole(binary.symbol(name)).shape).astype(np.float32))
+        result = machine.run("main", step_inputs(self.config, self.step))
+        return {**result.outputs, **{name: machine.read(name) for name in graph.state_names}}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> TinyLlamaStep:
+    """The tiny Llama serving step (see `TinyLlamaStep`)."""
+    return TinyLlamaStep()

@@ -2,7 +2,7 @@
 
 The fused weight is a derived weight (ir/weights.py): concatenated in per-chip blocks when the
 linears are split over chips. The tile pass computes a fused gate/up pair and silu(gate) * up as one
-gated kernel. Checked on the 2-layer Llama step of test_tensor_parallel.py, in f32 and in FP8 with
+gated kernel. Checked on the tiny Llama serving step (conftest.py `tiny_llama`), in f32 and in FP8 with
 static scales, on one and two chips.
 """
 
@@ -10,31 +10,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
-from tasic.backend.target import load_target
-from tasic.compiler import compile_module, default_pipeline, run_pipeline
-from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step, step_inputs
+from tasic.compiler import default_pipeline, run_pipeline
 from tasic.ir import tile
 from tasic.ir.weights import concatenated_name, resolve_weights, scaled_name
-from tasic.isa_sim.simulator import Machine
 
-CONFIG = LlamaConfig(
-    name="tiny-llama",
-    hidden=32,
-    layers=2,
-    heads=8,
-    kv_heads=4,
-    head_dim=8,
-    ffn=64,
-    vocab=50,
-    rms_eps=1e-5,
-    rope_theta=10000.0,
-    max_context=64,
-)
-STEP = BatchStep(6, ((3, 10), (1, 12)))
+if TYPE_CHECKING:
+    from conftest import TinyLlamaStep
 
 
 def test_concatenated_weights_split_per_chip() -> None:
@@ -52,63 +38,51 @@ def test_concatenated_weights_split_per_chip() -> None:
     assert weights[concatenated_name(["a", "b"]) + "#fp8e4m3"].shape == (6, 2)
 
 
-def _pipeline(tp: int, fused: bool, quantize: str | None, calibration: str | None) -> str:
+def _pipeline(tp: int, fused: bool, quantize: str | None = None, calibration: str | None = None) -> str:
+    """The default pipeline; fused=False: separate linears and no epilogue fusion at all."""
     spec = default_pipeline("tiny", "f32", tp, quantize, calibration)
-    return (
-        spec if fused else spec.replace("fuse-linears,", "").replace("dtype=f32}", "dtype=f32 epilogue_fusion=false}")
-    )
+    if fused:
+        return spec
+    return spec.replace("fuse-linears,", "").replace("dtype=f32}", "dtype=f32 epilogue_fusion=false}")
 
 
-def _run(tp: int, fused: bool, quantize: str | None = None, calibration: str | None = None) -> dict[str, np.ndarray]:
-    """Outputs and KV caches of the step; fused=False: separate linears and no epilogue fusion at all."""
-    graph = build_step(CONFIG, STEP, "random")
-    target = load_target("tiny")
-    pipeline = _pipeline(tp, fused, quantize, calibration)
-    binary = compile_module(graph.module, graph.weights, target, "f32", pipeline=pipeline, tp=tp)
-    machine = Machine(binary, target)
-    rng = np.random.default_rng(1)
-    for name in graph.state_names:
-        machine.write(name, rng.standard_normal(machine.whole(binary.symbol(name)).shape).astype(np.float32))
-    result = machine.run("main", step_inputs(CONFIG, STEP))
-    return {**result.outputs, **{name: machine.read(name) for name in graph.state_names}}
-
-
-def _calibration(tmp_path: Path) -> str:
-    graph = build_step(CONFIG, STEP, "random")
-    names = [n for n in graph.weights if n.endswith("_proj.weight") or n == "lm_head.weight"]
+def _calibration(tmp_path: Path, tiny_llama: TinyLlamaStep) -> str:
+    names = [n for n in tiny_llama.graph().weights if n.endswith("_proj.weight") or n == "lm_head.weight"]
     path = tmp_path / "scales.json"
     path.write_text(json.dumps(dict.fromkeys(names, 6.0)))
     return str(path)
 
 
 @pytest.mark.parametrize("tp", [1, 2])
-def test_fused_step_equals_separate_linears(tp: int) -> None:
+def test_fused_step_equals_separate_linears(tp: int, tiny_llama: TinyLlamaStep) -> None:
     """Logits and KV caches with q/k/v and gate/up fused equal those of the separate linears (f32)."""
-    fused, separate = _run(tp, True), _run(tp, False)
+    fused, separate = tiny_llama.run(tp, _pipeline(tp, True)), tiny_llama.run(tp, _pipeline(tp, False))
     for name, want in separate.items():
         np.testing.assert_allclose(fused[name], want, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
-def test_fused_fp8_step_equals_separate_linears(tmp_path: Path) -> None:
+def test_fused_fp8_step_equals_separate_linears(tmp_path: Path, tiny_llama: TinyLlamaStep) -> None:
     """Static FP8 scales: fused linears and the quantisation fused into rms_norm and the gated kernel give the
     logits of separate kernels on 2 chips."""
-    calibration = _calibration(tmp_path)
-    fused = _run(2, True, "fp8-static", calibration)
-    separate = _run(2, False, "fp8-static", calibration)
+    calibration = _calibration(tmp_path, tiny_llama)
+    fused = tiny_llama.run(2, _pipeline(2, True, "fp8-static", calibration))
+    separate = tiny_llama.run(2, _pipeline(2, False, "fp8-static", calibration))
     for name, want in separate.items():
         np.testing.assert_allclose(fused[name], want, rtol=1e-5, atol=1e-5, err_msg=name)
     assert np.abs(fused["logits"]).max() > 0.1
 
 
-def test_gate_up_is_one_gated_kernel() -> None:
+def test_gate_up_is_one_gated_kernel(tiny_llama: TinyLlamaStep) -> None:
     """The fused gate/up linear, silu and the product are one kernel per layer; q/k/v one matmul."""
     kernels = {}
     for fused in (True, False):
-        graph = build_step(CONFIG, STEP)
-        spec = _pipeline(2, fused, None, None)
+        graph = tiny_llama.graph()
+        spec = _pipeline(2, fused)
         run_pipeline(graph.module, spec[: spec.index(",double-buffer")])
         kernels[fused] = [op.loc.data for op in graph.module.walk() if isinstance(op, tile.KernelOp)]
-    assert len(kernels[True]) < len(kernels[False]) - 3 * CONFIG.layers  # k, v, up and epilogue kernels are gone
-    assert sum("gate_proj" in k and "up_proj" in k for k in kernels[True]) == CONFIG.layers
-    assert sum("q_proj" in k and "k_proj" in k and "v_proj" in k for k in kernels[True]) == CONFIG.layers
+    assert (
+        len(kernels[True]) < len(kernels[False]) - 3 * tiny_llama.config.layers
+    )  # k, v, up and epilogue kernels are gone
+    assert sum("gate_proj" in k and "up_proj" in k for k in kernels[True]) == tiny_llama.config.layers
+    assert sum("q_proj" in k and "k_proj" in k and "v_proj" in k for k in kernels[True]) == tiny_llama.config.layers
     assert not any(k.endswith("silu") or k.endswith("mul") for k in kernels[True])

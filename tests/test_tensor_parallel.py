@@ -10,6 +10,7 @@ split as well.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -20,54 +21,29 @@ from tasic.backend.asm import assemble, disassemble
 from tasic.backend.target import load_target
 from tasic.backend.tbin import TbinError, from_bytes, to_bytes
 from tasic.compiler import CompileError, compile_module, default_pipeline
-from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step, step_inputs
+from tasic.frontend.llama_step import step_inputs
 from tasic.frontend.torch_import import import_module
 from tasic.isa_sim.simulator import Machine
 
+if TYPE_CHECKING:
+    from conftest import TinyLlamaStep
+
 Evaluate = Callable[..., list[np.ndarray]]
-
-CONFIG = LlamaConfig(
-    name="tiny-llama",
-    hidden=32,
-    layers=2,
-    heads=8,
-    kv_heads=4,
-    head_dim=8,
-    ffn=64,
-    vocab=50,
-    rms_eps=1e-5,
-    rope_theta=10000.0,
-    max_context=64,
-)
-STEP = BatchStep(6, ((3, 10), (1, 12)))
-
-
-def _run_step(tp: int, tile_options: str = "") -> dict[str, np.ndarray]:
-    """Logits and updated KV caches of one step on `tp` chips of `tiny` (f32)."""
-    graph = build_step(CONFIG, STEP, "random")
-    target = load_target("tiny")
-    pipeline = default_pipeline(target.spec, "f32", tp).replace("dtype=f32}", f"dtype=f32 {tile_options}}}")
-    binary = compile_module(graph.module, graph.weights, target, "f32", pipeline=pipeline, tp=tp)
-    binary = from_bytes(to_bytes(binary))
-    machine = Machine(binary, target)
-    rng = np.random.default_rng(1)
-    for name in graph.state_names:
-        machine.write(name, rng.standard_normal(machine.whole(binary.symbol(name)).shape).astype(np.float32))
-    result = machine.run("main", step_inputs(CONFIG, STEP))
-    return {**result.outputs, **{name: machine.read(name) for name in graph.state_names}}
 
 
 @pytest.fixture(scope="module")
-def single_chip() -> dict[str, np.ndarray]:
+def single_chip(tiny_llama: TinyLlamaStep) -> dict[str, np.ndarray]:
     """The step's outputs on one chip."""
-    return _run_step(1)
+    return tiny_llama.run(1)
 
 
-def test_single_chip_step_matches_the_reference(single_chip: dict[str, np.ndarray], tfm_reference: Evaluate) -> None:
+def test_single_chip_step_matches_the_reference(
+    single_chip: dict[str, np.ndarray], tfm_reference: Evaluate, tiny_llama: TinyLlamaStep
+) -> None:
     """Rope, prefill and batched decode attention and the KV writes on the simulator equal numpy's."""
-    graph = build_step(CONFIG, STEP, "random")
+    graph = tiny_llama.graph()
     rng = np.random.default_rng(1)
-    inputs = step_inputs(CONFIG, STEP)
+    inputs = step_inputs(tiny_llama.config, tiny_llama.step)
     caches = {}
     for arg, name in zip(graph.module.ops.first.args, graph.input_names, strict=True):  # type: ignore[union-attr]
         caches[name] = inputs[name] if name in inputs else rng.standard_normal(arg.type.get_shape()).astype(np.float32)
@@ -76,11 +52,14 @@ def test_single_chip_step_matches_the_reference(single_chip: dict[str, np.ndarra
         np.testing.assert_allclose(single_chip[name], want, atol=1e-4, err_msg=name)
 
 
-@pytest.mark.parametrize(("tp", "tile_options"), [(2, ""), (4, ""), (2, "allreduce_overlap=true")])
-def test_tensor_parallel_step_equals_one_chip(tp: int, tile_options: str, single_chip: dict[str, np.ndarray]) -> None:
+@pytest.mark.parametrize(("tp", "tile_options"), [(2, ""), (4, ""), (2, "allreduce_overlap=false")])
+def test_tensor_parallel_step_equals_one_chip(
+    tp: int, tile_options: str, single_chip: dict[str, np.ndarray], tiny_llama: TinyLlamaStep
+) -> None:
     """Logits and every KV cache (split by heads on the chips, joined back) equal the one-chip run;
-    also with the all-reduces inside the row-parallel matmuls' kernels."""
-    split = _run_step(tp, tile_options)
+    with the all-reduces inside the row-parallel matmuls' kernels (default) and in kernels of their own."""
+    pipeline = default_pipeline("tiny", "f32", tp).replace("dtype=f32}", f"dtype=f32 {tile_options}}}")
+    split = tiny_llama.run(tp, pipeline)
     assert split.keys() == single_chip.keys()
     for name, want in single_chip.items():
         np.testing.assert_allclose(split[name], want, atol=1e-5, err_msg=name)
@@ -120,21 +99,21 @@ def test_hugging_face_llama_splits_over_two_chips() -> None:
     np.testing.assert_allclose(next(iter(outputs.values())), want, atol=1e-4)
 
 
-def test_heads_that_do_not_divide_are_refused() -> None:
-    graph = build_step(CONFIG, STEP, "random")
+def test_heads_that_do_not_divide_are_refused(tiny_llama: TinyLlamaStep) -> None:
+    graph = tiny_llama.graph()
     with pytest.raises(CompileError, match=r"needs the attention heads to divide evenly.*8 query and 4 key/value"):
         compile_module(graph.module, graph.weights, load_target("sohu-like"), "f32", tp=8)
 
 
-def test_more_chips_than_the_target_has_is_refused() -> None:
-    graph = build_step(CONFIG, STEP, "random")
+def test_more_chips_than_the_target_has_is_refused(tiny_llama: TinyLlamaStep) -> None:
+    graph = tiny_llama.graph()
     with pytest.raises(CompileError, match="--tp 8 needs 8 chips, target 'tiny' has 4"):
         compile_module(graph.module, graph.weights, load_target("tiny"), "f32", tp=8)
 
 
-def test_shard_section_round_trips_and_is_checked() -> None:
+def test_shard_section_round_trips_and_is_checked(tiny_llama: TinyLlamaStep) -> None:
     """chip 1's weights travel in the SHARDS section; a binary with the wrong amount is refused."""
-    graph = build_step(CONFIG, STEP, "random")
+    graph = tiny_llama.graph()
     binary = compile_module(graph.module, graph.weights, load_target("tiny"), "f32", tp=2)
     sharded = binary.sharded_weights()
     assert sharded and len(binary.shard_data) == sum(sym.nbytes for sym in sharded)

@@ -94,31 +94,17 @@ def best_matmul_tiles(
     parts: int = 1,
 ) -> tuple[int, int, int] | None:
     """The cheapest (tm, tn, tk) that fits `budget` bytes double-buffered, or None if none does
-    (`parts` as in `estimate_cycles`)."""
+    (`parts` as in `estimate_cycles`); each problem is searched once."""
     key = (target.hash, m, n, k, eb, rate, budget, output_tiles, parts)
     if key not in _CHOSEN:
-        _CHOSEN[key] = _search(target, m, n, k, eb, rate, budget, output_tiles, parts)
+        best: tuple[float, tuple[int, int, int]] | None = None
+        for tm in _candidates(m, target.mxu.rows):
+            for tn in _candidates(n, target.mxu.cols):
+                for tk in _candidates(k, max(target.mxu.rows, target.mxu.cols)):
+                    if matmul_tile_bytes(tm, tn, tk, eb, 2, output_tiles) > budget:
+                        continue
+                    cost = estimate_cycles(target, m, n, k, (tm, tn, tk), eb, rate, parts)
+                    if best is None or cost < best[0]:
+                        best = (cost, (tm, tn, tk))
+        _CHOSEN[key] = best[1] if best else None
     return _CHOSEN[key]
-
-
-def _search(
-    target: Target,
-    m: int,
-    n: int,
-    k: int,
-    eb: int,
-    rate: float,
-    budget: int,
-    output_tiles: int,
-    parts: int,
-) -> tuple[int, int, int] | None:
-    best: tuple[float, tuple[int, int, int]] | None = None
-    for tm in _candidates(m, target.mxu.rows):
-        for tn in _candidates(n, target.mxu.cols):
-            for tk in _candidates(k, max(target.mxu.rows, target.mxu.cols)):
-                if matmul_tile_bytes(tm, tn, tk, eb, 2, output_tiles) > budget:
-                    continue
-                cost = estimate_cycles(target, m, n, k, (tm, tn, tk), eb, rate, parts)
-                if best is None or cost < best[0]:
-                    best = (cost, (tm, tn, tk))
-    return best[1] if best else None

@@ -152,11 +152,9 @@ def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch:
             kb.add(tile.UnaryOp("copy", work, link, rows, cols))
             kb.add(tile.AllReduceOp(link, work, op.chips.value.data, rows, cols))
         elif isinstance(op, tfm.QuantizeOp):
-            limit = tfm.fp8_max(tfm.element_type(op.result))
-            assert op.static_scale is not None and limit is not None
+            assert op.static_scale is not None
             kb.add(tile.ScalarOp("div", work, work, op.static_scale.value.data, rows, cols))
-            kb.add(tile.ScalarOp("min", work, work, limit, rows, cols))
-            kb.add(tile.ScalarOp("max", work, work, -limit, rows, cols))
+            saturate(kb, op, work, rows, cols)
         elif isinstance(op, tfm.UnaryOp):
             kb.add(tile.UnaryOp(op.fn.data, work, work, rows, cols))
         elif isinstance(op, tfm.ScalarOp):
@@ -170,6 +168,15 @@ def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch:
             kb.load(step.other, starts, rows, cols, scratch.tile)
             lhs, rhs = (work, scratch.tile) if step.chain_is_lhs else (scratch.tile, work)
             kb.add(tile.BinaryOp(op.fn.data, lhs, rhs, work, rows, cols))
+
+
+def saturate(kb: KernelBuilder, op: tfm.QuantizeOp, x: SSAValue, rows: int, cols: int) -> None:
+    """Clamp a scaled tile to +-the largest value of the quantised type, so that the rounding store
+    saturates instead of producing NaN."""
+    limit = tfm.fp8_max(tfm.element_type(op.result))
+    assert limit is not None
+    kb.add(tile.ScalarOp("min", x, x, limit, rows, cols))
+    kb.add(tile.ScalarOp("max", x, x, -limit, rows, cols))
 
 
 def _needs_whole_tile(step: EpilogueStep) -> bool:

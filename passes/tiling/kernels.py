@@ -20,6 +20,7 @@ from tasic.passes.tiling.dtypes import element_bytes
 from tasic.passes.tiling.epilogue import apply as apply_epilogue
 from tasic.passes.tiling.epilogue import (
     collect,
+    saturate,
     scratch_tiles,
     scratch_tiles_needed,
 )
@@ -246,8 +247,6 @@ def copy_into(ctx: TileContext, loc: str, result: SSAValue, source: View) -> Non
 def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
     """tfm.quantize per tile: x / scale (a [rows, 1] tile, or the static scale), clamp to +-max on the VPU;
     the DMA store rounds to the 8-bit float (nearest even), so values never overflow to NaN."""
-    limit = tfm.fp8_max(tfm.element_type(op.result))
-    assert limit is not None
     out = ctx.result_view(op.result)
     shape = as_matrix_shape(out.shape)
     source, dest = ctx.view_of(op.input).broadcast_to(shape), out.broadcast_to(shape)
@@ -268,8 +267,7 @@ def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
         else:
             assert op.static_scale is not None
             kb.add(tile.ScalarOp("div", x, x, op.static_scale.value.data, nr, nc))
-        kb.add(tile.ScalarOp("min", x, x, limit, nr, nc))
-        kb.add(tile.ScalarOp("max", x, x, -limit, nr, nc))
+        saturate(kb, op, x, nr, nc)
         kb.store(x, dest, starts, nr, nc)
 
     kb.for_each_tile(shape, rows, cols, body)
