@@ -327,6 +327,7 @@ _TEMPLATES: dict[Op, str] = {
     Op.VPU_FILL: "vpu.fill {d:sram} <- {f32} {shape}",
     Op.VPU_CAUSAL: "vpu.causal {d:sram} {shape} diag({diag}){window}{period}",
     Op.LINK_ALLREDUCE: "link.allreduce {d:sram} <- {a:sram} {shape} chips({depth})",
+    Op.LINK_SEND: "link.send {d:hbm} <- {a:sram} {shape} stride({off_b}, {imm})",
 }
 
 

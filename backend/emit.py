@@ -44,6 +44,10 @@ NUMPY_DTYPES: dict[str, Any] = {
 }
 
 
+# Strided HBM <-> dense SRAM transfers: one field layout; link_send is dma_store into the next stage's HBM.
+_STRIDED_OPS = {"dma_load": Op.DMA_LOAD, "dma_store": Op.DMA_STORE, "link_send": Op.LINK_SEND}
+
+
 def _dt(name: object) -> int:
     return int(DTYPE_BY_NAME[str(name)])
 
@@ -66,12 +70,12 @@ def encode_op(op: IsaOp) -> Instr:
         engine = Engine[str(f("engine")).upper()]
         return Instr(Op.SIGNAL if mnemonic == "signal" else Op.WAIT, func=int(engine), imm=int(f("sem")))
     size = {"rows": int(f("rows")), "cols": int(f("cols"))} if "rows" in op.FIELDS else {}
-    if mnemonic in ("dma_load", "dma_store"):
+    if mnemonic in _STRIDED_OPS:
         sram = (int(f("sram_reg")), int(f("sram_off")), _dt(f("dt_sram")))
         hbm = (int(f("hbm_reg")), int(f("hbm_off")), _dt(f("dt_hbm")))
         dest, source = (sram, hbm) if mnemonic == "dma_load" else (hbm, sram)
         return Instr(
-            Op.DMA_LOAD if mnemonic == "dma_load" else Op.DMA_STORE,
+            _STRIDED_OPS[mnemonic],
             reg_d=dest[0], off_d=dest[1], dt_d=dest[2], reg_a=source[0], off_a=source[1], dt_a=source[2],
             off_b=int(f("row_stride")), imm=int(f("col_stride")), **size,
         )  # fmt: skip
@@ -146,7 +150,7 @@ def _sram_extent(instr: Instr) -> int:
     cells = instr.rows * instr.cols
     if opcode in (Op.DMA_LOAD, Op.DMA_GATHER):
         return instr.off_d + cells * DTYPE_BYTES[instr.dt_d]
-    if opcode in (Op.DMA_STORE, Op.DMA_SCATTER):
+    if opcode in (Op.DMA_STORE, Op.DMA_SCATTER, Op.LINK_SEND):
         return instr.off_a + cells * DTYPE_BYTES[instr.dt_a]
     if opcode == Op.MXU_MATMUL:
         return max(

@@ -50,7 +50,7 @@ class Engine(IntEnum):
     DMA_STORE = 2  # SRAM -> HBM
     MXU = 3  # matrix engine
     VPU = 4  # vector engine
-    LINK = 5  # chip-to-chip links: collectives
+    LINK = 5  # chip-to-chip links: collectives, sends to the next pipeline stage
 
 
 class DType(IntEnum):
@@ -115,6 +115,7 @@ class Op(IntEnum):
     VPU_CAUSAL = 0x36  # d[i, j] = -inf where j > i' + diag, or j <= i' + diag - depth (depth > 0: window);
     #                    i' = i mod imm when imm > 0 (query rows of several heads stacked), else i
     LINK_ALLREDUCE = 0x40  # d = sum of tile a over the `depth` chips of the group, on every chip
+    LINK_SEND = 0x41  # next pipeline stage's HBM window <- SRAM tile (fields as DMA_STORE), over the links
 
 
 class UnaryFn(IntEnum):
@@ -225,6 +226,7 @@ OPCODE_ENGINE = {
     Op.VPU_FILL: Engine.VPU,
     Op.VPU_CAUSAL: Engine.VPU,
     Op.LINK_ALLREDUCE: Engine.LINK,
+    Op.LINK_SEND: Engine.LINK,
 }
 
 

@@ -91,6 +91,17 @@ class Target:
         return self.links.bandwidth / self.clock_hz
 
     @property
+    def peer_link_bytes_per_cycle(self) -> float:
+        """Link bandwidth per clock cycle from this chip to one peer (e.g. the next pipeline stage).
+
+        All-to-all with more than one chip: each of the `chips - 1` peers has its own share of the
+        links, so one peer gets `link_bytes_per_cycle / (chips - 1)`; otherwise all of it.
+        """
+        if self.links.topology == "all-to-all" and self.chips > 1:
+            return self.link_bytes_per_cycle / (self.chips - 1)
+        return self.link_bytes_per_cycle
+
+    @property
     def hbm_bytes_per_cycle(self) -> float:
         """HBM bandwidth expressed per clock cycle."""
         return self.hbm.bandwidth / self.clock_hz

@@ -1,10 +1,16 @@
-"""The seed benchmark: Llama-3-70B, 8-way tensor parallel, one 2048-token prefill + 127 decode tokens.
+"""The seed benchmark: Llama-3-70B on 8 chips, one 2048-token prefill + 127 decode tokens per step.
 
 Compiles the serving step from the shipped config (no weights, timing only) for sohu-like and
 h100-like, simulates it, and prints tokens/s, step time, utilisation and the roofline beside the
 published reference figures; then an ablation with each optimisation switched off in turn.
 
-    python bench/seed.py [--quantize fp8-static] [--dtype bf16] [--tp 8] [--no-ablation] [--layers N] [--json]
+The 8 chips are 8 pipeline stages of 10 layers by default (--pp 8 --tp 1; Etched's "8-way model
+parallel" may be tensor or pipeline parallel, DESIGN.md): every chip holds whole layers, so no
+all-reduce crosses the links and the system finishes one step per slowest-stage time. A row with
+the same chips as one tensor-parallel group (--tp 8) is printed beside it for sohu-like.
+
+    python bench/seed.py [--pp 8] [--tp 1] [--quantize fp8-static] [--dtype bf16] [--no-ablation]
+                         [--no-compare] [--layers N] [--json]
 
 With --json the last line is one JSON object: per target, its tokens_per_s, mxu_util, roofline_ratio,
 compile_s and sim_s. --layers N shortens the model (quick looks only; not the benchmark).
@@ -15,9 +21,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 
 from tasic.backend.target import Target, load_target
+from tasic.errors import USER_ERRORS
 from tasic.frontend.llama_step import BatchStep, LlamaConfig
 from tasic.serving import OPTIMISATIONS, StepResult, compile_step, load_config, simulate_step, step_pipeline
 
@@ -40,11 +48,13 @@ class Run:
         r = self.result
         return {
             "target": r.target.name,
+            "tp": r.tp,
+            "pp": r.pp,
             "tokens_per_s": round(r.tokens_per_s, 1),
             "step_ms": round(r.step_s * 1e3, 4),
-            "mxu_util": round(r.report.mxu_utilization, 4),
-            "hbm_util": round(r.report.hbm_utilization, 4),
-            "link_util": round(r.report.link_utilization, 4),
+            "mxu_util": round(r.mxu_utilization, 4),
+            "hbm_util": round(r.hbm_utilization, 4),
+            "link_util": round(r.link_utilization, 4),
             "roofline_ms": round(r.roofline.bound_s * 1e3, 4),
             "roofline_limit": r.roofline.limit,
             "roofline_ratio": round(r.roofline_ratio, 3),
@@ -59,14 +69,33 @@ def run(
     target: Target,
     args: argparse.Namespace,
     disabled: frozenset[str],
+    tp: int | None = None,
+    pp: int | None = None,
 ) -> Run:
-    """Compile and simulate one configuration."""
+    """Compile and simulate one configuration (`tp` and `pp` default to the command line's)."""
+    tp, pp = tp or args.tp, pp or args.pp
     quantize = None if args.quantize == "none" else args.quantize
-    pipeline = step_pipeline(target, args.dtype, args.tp, disabled, quantize)
+    pipeline = step_pipeline(target, args.dtype, tp, disabled, quantize)
     start = time.perf_counter()
-    binary = compile_step(config, step, target, args.dtype, args.tp, pipeline, quantize=quantize)
+    binaries = compile_step(config, step, target, args.dtype, tp, pipeline, quantize=quantize, pp=pp)
     compile_s = time.perf_counter() - start
-    return Run(simulate_step(binary, config, step, target, args.tp), compile_s)
+    return Run(simulate_step(binaries, config, step, target, tp), compile_s)
+
+
+def _system(result: StepResult) -> str:
+    """How the chips are used: "8 x sohu-like (TP 8)" or "8 x sohu-like (PP 8)"."""
+    layout = " x ".join(f"{name} {degree}" for name, degree in (("PP", result.pp), ("TP", result.tp)) if degree > 1)
+    return f"tasic {result.pp * result.tp} x {result.target.name} ({layout or 'one chip'})"
+
+
+def _row(run_: Run) -> list[str]:
+    row = run_.row
+    return [
+        _system(run_.result), f"{row['tokens_per_s']:,.0f}", f"{row['step_ms']:.2f}",
+        f"{row['mxu_util']:.1%}", f"{row['hbm_util']:.1%}", f"{row['link_util']:.1%}",
+        f"{row['roofline_ms']:.2f}", str(row["roofline_limit"]), f"{row['roofline_ratio']:.2f}x",
+        f"{row['compile_s']:.1f}", f"{row['sim_s']:.1f}",
+    ]  # fmt: skip
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -82,6 +111,14 @@ def _limits(run_: Run, claim_tokens_per_s: float) -> list[str]:
     clock = r.target.clock_hz
     busy = ", ".join(f"{name} {cycles / clock * 1e3:.2f} ms" for name, cycles in r.report.busy.items())
     lines = [f"  {r.target.name}: engine busy time per step: {busy}; roofline bound: {roof.limit}"]
+    if r.pp > 1:
+        stages = ", ".join(
+            f"stage {'/'.join(map(str, s.stands_for))} {s.report.seconds * 1e3:.2f} ms" for s in r.stages
+        )
+        lines.append(
+            f"  {r.target.name}: pipeline stages: {stages}; the slowest sets the step (a token's latency through"
+            f" all {r.pp}: {r.pp * r.step_s * 1e3:.1f} ms)"
+        )
     engine, cycles = max(r.report.busy.items(), key=lambda item: item[1])
     if cycles / clock > roof.bound_s:
         lines.append(
@@ -109,9 +146,13 @@ def main() -> None:
         choices=["fp8-static", "fp8", "fp8-row", "none"],
         help="linears (default fp8-static: static per-tensor activation scales, as FP8 serving deploys)",
     )
-    parser.add_argument("--tp", type=int, default=8, help="tensor-parallel chips (default 8)")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel chips per pipeline stage (default 1)")
+    parser.add_argument("--pp", type=int, default=8, help="pipeline stages, each on --tp chips (default 8)")
     parser.add_argument("--layers", type=int, help="shorten the model to N layers (quick look, not the benchmark)")
     parser.add_argument("--no-ablation", action="store_true", help="skip the ablation table")
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip the sohu-like row with all chips tensor parallel"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of per-target results")
     args = parser.parse_args()
 
@@ -121,33 +162,32 @@ def main() -> None:
     step = BatchStep.seed()
     print(
         f"seed step: {config.name} ({config.layers} layers), {step.prefill}-token prefill + {step.decode_tokens}"
-        f" decode tokens at contexts {', '.join(str(c) for _, c in step.decode_groups)}; TP={args.tp},"
+        f" decode tokens at contexts {', '.join(str(c) for _, c in step.decode_groups)}; TP={args.tp}, PP={args.pp},"
         f" {args.dtype} activations, linears {args.quantize}"
     )
     runs = {name: run(config, step, load_target(name), args, frozenset()) for name in TARGETS}
 
     header = ["system", "tok/s", "step ms", "MXU", "HBM", "link", "bound ms", "limit", "step/bound"]
     header += ["compile s", "sim s"]
-    rows = []
-    for run_ in runs.values():
-        row = run_.row
-        rows.append([
-            f"tasic {args.tp} x {row['target']}", f"{row['tokens_per_s']:,.0f}", f"{row['step_ms']:.2f}",
-            f"{row['mxu_util']:.1%}", f"{row['hbm_util']:.1%}", f"{row['link_util']:.1%}",
-            f"{row['roofline_ms']:.2f}", str(row["roofline_limit"]), f"{row['roofline_ratio']:.2f}x",
-            f"{row['compile_s']:.1f}", f"{row['sim_s']:.1f}",
-        ])  # fmt: skip
+    rows = [_row(run_) for run_ in runs.values()]
+    compared = None
+    if not args.no_compare and args.pp > 1:
+        compared = run(config, step, load_target("sohu-like"), args, frozenset(), tp=args.tp * args.pp, pp=1)
+        rows.append(_row(compared))
     rows += [[name, f"{value:,}", *["-"] * 9] for name, value, _ in REFERENCES]
     print(_table(rows, header))
     for name, _, source in REFERENCES:
         print(f"  reference {name}: {source}")
-    for run_ in runs.values():
+    for run_ in [*runs.values(), *([compared] if compared else [])]:
         print("\n".join(_limits(run_, REFERENCES[0][1])))
 
     if not args.no_ablation:
         base = runs["sohu-like"]
         ablation = [["all on", f"{base.row['tokens_per_s']:,.0f}", f"{base.row['step_ms']:.2f}", "1.00x", ""]]
         for name, what in OPTIMISATIONS.items():
+            if name == "allreduce-overlap" and args.tp == 1:
+                ablation.append([f"{name} off", "-", "-", "n/a", f"{what} (no all-reduce at --tp 1)"])
+                continue
             off = run(config, step, load_target("sohu-like"), args, frozenset({name}))
             slower = off.result.step_s / base.result.step_s
             ablation.append([f"{name} off", f"{off.row['tokens_per_s']:,.0f}", f"{off.row['step_ms']:.2f}",
@@ -159,4 +199,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")

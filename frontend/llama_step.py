@@ -13,6 +13,10 @@ for each of the decoding sequences, grouped by context length. All tokens share 
 
     %q = tfm.linear %x, %wq {loc = "model.layers.0.self_attn.q_proj:linear"} : ...
 
+A pipeline stage (`stage=PipelineStage(i, n)`) holds its share of the layers: stages after the first
+take `hidden` [T, hidden] instead of `ids`, and stages before the last end in `tfm.send` of their
+hidden states (output `hidden_out`, the next stage's `hidden`) instead of the logits.
+
 `weights="none"` gives a timing-only graph (tfm.weight ops with shapes, no data); "random" gives
 seeded random weights so that small configs can be checked numerically.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +165,34 @@ class BatchStep:
         return cls(prefill, tuple((len(chunk), max(chunk)) for chunk in chunks))
 
 
+@dataclass(frozen=True)
+class PipelineStage:
+    """Stage `index` of `count` (pipeline parallelism): a contiguous run of layers on its own chips.
+
+    The first stage embeds the tokens, the last ends with the final norm and the lm_head; every other
+    stage takes the previous stage's hidden states as its input `hidden` and sends its own on.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def first(self) -> bool:
+        """Whether this stage embeds the tokens."""
+        return self.index == 0
+
+    @property
+    def last(self) -> bool:
+        """Whether this stage computes the logits."""
+        return self.index == self.count - 1
+
+    def layers(self, total: int) -> range:
+        """This stage's layers of `total`: an even split, the first stages taking one more when uneven."""
+        base, extra = divmod(total, self.count)
+        start = self.index * base + min(self.index, extra)
+        return range(start, start + base + (1 if self.index < extra else 0))
+
+
 class _StepEmitter(TfmEmitter):
     def __init__(self, block: Block) -> None:
         self.block = block
@@ -173,15 +206,23 @@ class _StepEmitter(TfmEmitter):
 
 
 class _StepBuilder:
-    def __init__(self, config: LlamaConfig, step: BatchStep, weights: Literal["none", "random"], seed: int) -> None:
-        self.config, self.step = config, step
+    def __init__(
+        self,
+        config: LlamaConfig,
+        step: BatchStep,
+        weights: Literal["none", "random"],
+        seed: int,
+        stage: PipelineStage,
+    ) -> None:
+        self.config, self.step, self.stage = config, step, stage
         self.block = Block()
         self.emitter = _StepEmitter(self.block)
         self.weights = WeightStore()
-        self.random = np.random.default_rng(seed) if weights == "random" else None
+        self.seed = seed if weights == "random" else None
         self.input_names: list[str] = []
         self.state_names: list[str] = []
         self.state_values: list[SSAValue] = []
+        self.output_names: list[str] = []
 
     def argument(self, name: str, dims: Sequence[int], element: Any = f32) -> SSAValue:
         value = self.block.insert_arg(tensor_type(dims, element), len(self.block.args))
@@ -189,11 +230,12 @@ class _StepBuilder:
         return value
 
     def weight(self, name: str, dims: Sequence[int], kind: Literal["matrix", "norm"] = "matrix") -> SSAValue:
-        if self.random is not None:
+        if self.seed is not None:  # seeded by name: every pipeline stage draws the same values
+            random = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
             if kind == "norm":
-                array = 1 + 0.1 * self.random.standard_normal(dims)
+                array = 1 + 0.1 * random.standard_normal(dims)
             else:
-                array = self.random.standard_normal(dims) / math.sqrt(dims[-1])
+                array = random.standard_normal(dims) / math.sqrt(dims[-1])
             self.weights.add(name, array.astype(np.float32))
         self.emitter.loc = name.removesuffix(".weight")
         return self.emitter.emit(tfm.WeightOp(name, tensor_type(dims, f32)))
@@ -221,21 +263,53 @@ class _StepBuilder:
     def build(self) -> ModuleOp:
         c, s, e = self.config, self.step, self.emitter
         tokens = s.tokens
-        ids = self.argument("ids", (tokens,), i64)
+        if self.stage.first:
+            first, entry = "ids", self.argument("ids", (tokens,), i64)
+        else:
+            first, entry = "hidden", self.argument("hidden", (tokens, c.hidden))
         cos = self.argument("rope_cos", (tokens, c.head_dim))
         sin = self.argument("rope_sin", (tokens, c.head_dim))
         prefill_slots = self.argument("prefill_slots", (s.prefill,), i64)
         decode_slots = [self.argument(f"decode{g}_slot", (1,), i64) for g in range(len(s.decode_groups))]
-        self.input_names = ["ids", "rope_cos", "rope_sin", "prefill_slots"]
+        self.input_names = [first, "rope_cos", "rope_sin", "prefill_slots"]
         self.input_names += [f"decode{g}_slot" for g in range(len(s.decode_groups))]
         e.loc = "rope"
         cos3 = e.reshape(cos, (tokens, 1, c.head_dim))
         sin3 = e.reshape(sin, (tokens, 1, c.head_dim))
-        table = self.weight("model.embed_tokens.weight", (c.vocab, c.hidden))
-        e.loc = "model.embed_tokens:embedding"
-        x = e.emit(tfm.EmbeddingOp(table, ids, tensor_type((tokens, c.hidden), f32)))
-        for layer in range(c.layers):
+        x = entry
+        if self.stage.first:
+            table = self.weight("model.embed_tokens.weight", (c.vocab, c.hidden))
+            e.loc = "model.embed_tokens:embedding"
+            x = e.emit(tfm.EmbeddingOp(table, entry, tensor_type((tokens, c.hidden), f32)))
+        for layer in self.stage.layers(c.layers):
             x = self.layer(layer, x, cos3, sin3, prefill_slots, decode_slots)
+        if self.stage.last:
+            result, result_name = self.head(x), "logits"
+        else:
+            e.loc = f"pipeline:send{self.stage.index}"
+            result, result_name = e.emit(tfm.SendOp(x)), "hidden_out"
+        e.loc = ""
+        self.block.add_op(func.ReturnOp(result, *self.state_values))
+        inputs = [arg.type for arg in self.block.args]
+        function = func.FuncOp(
+            "main", (inputs, [result.type, *(v.type for v in self.state_values)]), Region(self.block)
+        )
+        self.output_names = [result_name, *self.state_names]
+        all_inputs = [*self.input_names, *self.state_names]
+        for attribute, names in (
+            ("tfm.input_names", all_inputs),
+            ("tfm.output_names", self.output_names),
+            ("tfm.state_names", self.state_names),
+        ):
+            function.attributes[attribute] = ArrayAttr([StringAttr(n) for n in names])
+        module = ModuleOp([function])
+        module.verify()
+        return module
+
+    def head(self, x: SSAValue) -> SSAValue:
+        """The final norm and the lm_head over the rows that produce a token."""
+        c, s, e = self.config, self.step, self.emitter
+        tokens = s.tokens
         x = self.rms_norm(x, "model.norm")
         e.loc = "model.norm:slice"
         last = [e.slice(x, 0, s.prefill - 1, s.prefill)] if s.prefill else []
@@ -248,24 +322,7 @@ class _StepBuilder:
             if s.decode_tokens
             else last[0]
         )
-        logits = self.linear(rows, "lm_head", c.vocab)
-        e.loc = ""
-        self.block.add_op(func.ReturnOp(logits, *self.state_values))
-        inputs = [arg.type for arg in self.block.args]
-        function = func.FuncOp(
-            "main", (inputs, [logits.type, *(v.type for v in self.state_values)]), Region(self.block)
-        )
-        output_names = ["logits", *self.state_names]
-        all_inputs = [*self.input_names, *self.state_names]
-        for attribute, names in (
-            ("tfm.input_names", all_inputs),
-            ("tfm.output_names", output_names),
-            ("tfm.state_names", self.state_names),
-        ):
-            function.attributes[attribute] = ArrayAttr([StringAttr(n) for n in names])
-        module = ModuleOp([function])
-        module.verify()
-        return module
+        return self.linear(rows, "lm_head", c.vocab)
 
     def cache(self, name: str, dims: Sequence[int]) -> SSAValue:
         self.state_names.append(name)
@@ -370,17 +427,27 @@ class StepGraph:
 
 
 def build_step(
-    config: LlamaConfig, step: BatchStep, weights: Literal["none", "random"] = "none", seed: int = 0
+    config: LlamaConfig,
+    step: BatchStep,
+    weights: Literal["none", "random"] = "none",
+    seed: int = 0,
+    stage: PipelineStage | None = None,
 ) -> StepGraph:
-    """The tfm graph of one serving step of `config` (see the module docstring)."""
+    """The tfm graph of one serving step of `config` (see the module docstring), or of one pipeline stage."""
     if step.cache_len > config.max_context:
         raise FrontendError(
             f"a context of {step.cache_len} tokens exceeds the model's {config.max_context} (max_position_embeddings)"
         )
-    builder = _StepBuilder(config, step, weights, seed)
+    stage = stage or PipelineStage()
+    if not 0 <= stage.index < stage.count or stage.count > config.layers:
+        raise FrontendError(
+            f"pipeline stage {stage.index} of {stage.count}: {config.name} has {config.layers} layers,"
+            " so choose between 1 and that many stages"
+        )
+    builder = _StepBuilder(config, step, weights, seed, stage)
     module = builder.build()
     inputs = [*builder.input_names, *builder.state_names]
-    return StepGraph(module, builder.weights, inputs, ["logits", *builder.state_names], builder.state_names)
+    return StepGraph(module, builder.weights, inputs, builder.output_names, builder.state_names)
 
 
 def step_inputs(config: LlamaConfig, step: BatchStep, seed: int = 0) -> dict[str, np.ndarray]:

@@ -94,6 +94,10 @@ INSTRUCTIONS: dict[str, dict[str, str]] = {
         "d_reg": "reg", "d_off": "int", "a_reg": "reg", "a_off": "int", "rows": "int", "cols": "int",
         "chips": "int", "dt_d": "dtype", "dt_a": "dtype",
     },
+    "link_send": {
+        "hbm_reg": "reg", "hbm_off": "int", "sram_reg": "reg", "sram_off": "int", "rows": "int", "cols": "int",
+        "row_stride": "int", "col_stride": "int", "dt_hbm": "dtype", "dt_sram": "dtype",
+    },
 }  # fmt: skip
 
 _ATTR_OF_KIND = {

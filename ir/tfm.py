@@ -655,6 +655,26 @@ class AllReduceOp(TfmOp):
 
 
 @irdl_op_definition
+class SendOp(TfmOp):
+    """`input` sent to the next pipeline stage: the result is the copy in that stage's chip.
+
+    A stage ends by returning it; the next stage takes it as its input (pipeline parallelism).
+
+    %y = tfm.send %x : (tensor<8x32xf32>) -> tensor<8x32xf32>
+    """
+
+    name = "tfm.send"
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+
+    def __init__(self, x: SSAValue):
+        super().__init__(operands=[x], result_types=[x.type])
+
+    def verify_(self) -> None:
+        self._require(self.result.type == self.input.type, "result type differs from the input's")
+
+
+@irdl_op_definition
 class QuantizeOp(TfmOp):
     """Scale, saturate and round to an 8-bit float: round(clamp(x / scale, -max, max)).
 
@@ -741,5 +761,6 @@ Tfm = Dialect(
         QuantizeOp,
         RopeOp,
         AllReduceOp,
+        SendOp,
     ],
 )

@@ -19,6 +19,7 @@ Loops stay rolled: a loop op holds one copy of its body. Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -54,6 +55,12 @@ HBM_KINDS = ("input", "output", "weight", "kv", "temp")
 
 def memref(shape: Sequence[int], element_type: Attribute, space: StringAttr) -> MemRefType:
     """A memref in one of the two memory spaces."""
+    return _memref(tuple(shape), element_type, space)
+
+
+@lru_cache(maxsize=16384)
+def _memref(shape: tuple[int, ...], element_type: Attribute, space: StringAttr) -> MemRefType:
+    """Types are immutable and xDSL verifies each one it builds: build each once."""
     return MemRefType(element_type, list(shape), NoneAttr(), space)
 
 
@@ -275,14 +282,9 @@ class DmaLoadOp(_HbmAccessOp):
         self._require(_in_space(self.source, HBM) and _in_space(self.dest, SRAM), "loads hbm -> sram")
 
 
-@irdl_op_definition
-class DmaStoreOp(_HbmAccessOp):
-    """Store an SRAM tile into an HBM window (converting dtypes).
+class StoreOp(_HbmAccessOp):
+    """An SRAM tile written into an HBM window (converting dtypes): DmaStoreOp or LinkSendOp."""
 
-    tile.dma_store %tile, %hbm {rows = 4 : i64, ...} : memref<..., "sram">, memref<..., "hbm">
-    """
-
-    name = "tile.dma_store"
     source = operand_def(MemRefType)
     dest = operand_def(MemRefType)
 
@@ -304,6 +306,28 @@ class DmaStoreOp(_HbmAccessOp):
     def verify_(self) -> None:
         super().verify_()
         self._require(_in_space(self.source, SRAM) and _in_space(self.dest, HBM), "stores sram -> hbm")
+
+
+@irdl_op_definition
+class DmaStoreOp(StoreOp):
+    """Store an SRAM tile into an HBM window of this chip (DMA engine).
+
+    tile.dma_store %tile, %hbm {rows = 4 : i64, ...} : memref<..., "sram">, memref<..., "hbm">
+    """
+
+    name = "tile.dma_store"
+
+
+@irdl_op_definition
+class LinkSendOp(StoreOp):
+    """Send an SRAM tile over the links into an HBM window of the next pipeline stage's chip.
+
+    A stage compiled alone holds that window as an output buffer of its own (the next chip's input).
+
+    tile.link_send %tile, %hbm {rows = 4 : i64, ...} : memref<..., "sram">, memref<..., "hbm">
+    """
+
+    name = "tile.link_send"
 
 
 class _IndexedRowsOp(_HbmAccessOp):
@@ -626,6 +650,7 @@ Tile = Dialect(
         LoopOp,
         DmaLoadOp,
         DmaStoreOp,
+        LinkSendOp,
         DmaGatherOp,
         DmaScatterOp,
         MatmulOp,

@@ -134,6 +134,8 @@ def bind(program: Program, hbm: np.ndarray, sram: np.ndarray) -> list[Runner | N
         Op.VPU_FILL: _fill,
         Op.VPU_CAUSAL: _causal,
         Op.LINK_ALLREDUCE: _copy_one_chip,
+        # One pipeline stage simulated alone: the next chip's input buffer is this chip's output buffer.
+        Op.LINK_SEND: _store,
     }
     views: dict[tuple[int, ...], np.ndarray] = {}  # fixed views, shared by instructions with the same operand
     runners: list[Runner | None] = []
@@ -299,6 +301,7 @@ def _load(o: _Operands) -> Runner:
 
 
 def _store(o: _Operands) -> Runner:
+    """DMA_STORE, and LINK_SEND on one stage simulated alone (the next chip's buffer is this chip's output)."""
     i = o.instr
     dst, src, dt = o.hbm_view(0, i.dt_d, i.off_b, i.imm), o.view(1, i.dt_a, i.rows, i.cols), i.dt_d
 

@@ -38,6 +38,8 @@ from tasic.isa_sim.timing import (
     link_bytes,
     link_cycles,
     mxu_cycles,
+    send_bytes,
+    send_cycles,
     vpu_cycles,
 )
 
@@ -61,6 +63,7 @@ MNEMONICS = {
     Op.VPU_FILL: "vpu.fill",
     Op.VPU_CAUSAL: "vpu.causal",
     Op.LINK_ALLREDUCE: "link.allreduce",
+    Op.LINK_SEND: "link.send",
 }
 _FUNCS: dict[int, type[IntEnum]] = {
     Op.VPU_UNARY: UnaryFn,
@@ -140,7 +143,7 @@ def decode(code: list[Instr], target: Target, hbm_size: int, sram_size: int) -> 
         busy.append(step[2] if step[0] >= K_DMA else 0)
         macs.append(instr.rows * instr.cols * instr.depth * matmul_batch(instr) if op == Op.MXU_MATMUL else 0)
         slots.append(macs[-1] / target.mxu.rate[DTYPE_NAMES[instr.dt_a]] if op == Op.MXU_MATMUL else 0.0)
-        sent.append(link_bytes(instr) if op == Op.LINK_ALLREDUCE else 0)
+        sent.append(link_bytes(instr) if op == Op.LINK_ALLREDUCE else send_bytes(instr) if op == Op.LINK_SEND else 0)
         moved.append(dma_bytes(instr) if step[0] == K_DMA else 0)
     if open_loops:
         raise SimError(f"instruction {open_loops[-1]} (loop): no matching endloop")
@@ -198,6 +201,10 @@ def _decode_one(instr: Instr, target: Target, hbm_size: int, sram_size: int) -> 
                 f"an all-reduce over {instr.depth} chips does not fit target {target.name} ({target.chips})"
             )
         return (K_COMPUTE, engine, link_cycles(target, instr), 0, fixed, regs, checks), label, write_end
+    if op == Op.LINK_SEND:  # on the LINK engine, not the HBM channel: it writes the next chip's HBM
+        if target.peer_link_bytes_per_cycle <= 0:
+            raise ValueError(f"target {target.name} has no chip-to-chip link bandwidth")
+        return (K_COMPUTE, engine, send_cycles(target, instr), 0, fixed, regs, checks), label, write_end
     cycles = mxu_cycles(target, instr) if op == Op.MXU_MATMUL else vpu_cycles(target, instr)
     return (K_COMPUTE, engine, cycles, 0, fixed, regs, checks), label, write_end
 
@@ -228,7 +235,7 @@ def _checks(instr: Instr, hbm: int, sram: int) -> list[Check]:
     if op == Op.DMA_LOAD:
         hbm_src = (A, *extent(rows, cols, instr.off_b, instr.imm, instr.dt_a), hbm, False, False)
         return [dense(D, rows, cols, instr.dt_d, True), hbm_src]
-    if op == Op.DMA_STORE:
+    if op in (Op.DMA_STORE, Op.LINK_SEND):  # link.send: the next chip's buffer, modelled in this HBM
         hbm_dst = (D, *extent(rows, cols, instr.off_b, instr.imm, instr.dt_d), hbm, False, True)
         return [hbm_dst, dense(A, rows, cols, instr.dt_a, False)]
     if op == Op.DMA_GATHER:

@@ -68,6 +68,16 @@ def link_cycles(target: Target, instr: Instr) -> int:
     return 2 * target.links.latency + math.ceil(link_bytes(instr) / target.link_bytes_per_cycle)
 
 
+def send_bytes(instr: Instr) -> int:
+    """Bytes one LINK_SEND carries to the next chip: the tile in the destination (HBM) dtype."""
+    return instr.rows * instr.cols * DTYPE_BYTES[instr.dt_d]
+
+
+def send_cycles(target: Target, instr: Instr) -> int:
+    """Cycles of one LINK_SEND: one link latency plus the bytes at one peer's share of the link rate."""
+    return target.links.latency + math.ceil(send_bytes(instr) / target.peer_link_bytes_per_cycle)
+
+
 def dma_bytes(instr: Instr) -> int:
     """HBM bytes one DMA instruction moves."""
     hbm_dt = instr.dt_d if instr.opcode in (Op.DMA_STORE, Op.DMA_SCATTER) else instr.dt_a

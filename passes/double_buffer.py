@@ -1,4 +1,4 @@
-"""double-buffer: unroll innermost tile loops by two, with a second copy of each iteration-private tile.
+"""double-buffer: unroll tile loops by two, with a second copy of each iteration-private tile.
 
 A tile is private to an iteration when the iteration writes it before it reads it (a DMA load's
 target, an MXU or VPU result). With one copy, iteration i+1's load must wait until iteration i has
@@ -12,6 +12,13 @@ they are. Run between `tile` and `plan-sram`::
     tile.loop 2 { load %a {offset = 0, loop_strides = [64]}; unary %a, %b; store %b
                   load %a2 {offset = 32, loop_strides = [64]}; unary %a2, %b2; store %b2 }
 
+A loop that holds a nested loop is unrolled only for its accumulators: a matmul's loop over output
+tiles, whose first K step starts the accumulator afresh (`accumulate = 0`) and whose nested K loop
+adds to it. The second output tile then gets its own accumulator and first-step tiles, so its
+products run on the matrix engine while the vector engine applies the first tile's epilogue
+(tests/filecheck/passes/double-buffer-accumulator.mlir). Inner loops are doubled first; an outer
+copy takes them as they are, its positions moved one outer iteration.
+
 A body that computes a tile and then reduces it over the links (`tile.all_reduce`, a row-parallel
 matmul with its all-reduce fused) is split at the collective, and the second copy's part up to its
 collective moves before the first copy's rest, when nothing they touch conflicts: the in-order
@@ -24,6 +31,7 @@ engines then compute and send the second tile while the vector engine finishes t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -41,10 +49,12 @@ _MASK_MOVING = {"loop_strides": "diagonal"}  # tile.causal moves its diagonal
 
 
 def _reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
-    """SRAM tiles an engine op reads and writes."""
+    """SRAM tiles an engine op (or every op of a nested loop) reads and writes."""
+    if isinstance(op, tile.LoopOp):
+        return _nested(op, _reads_writes)
     if isinstance(op, tile.DmaLoadOp | tile.DmaGatherOp):
         return [], [op.dest]
-    if isinstance(op, tile.DmaStoreOp | tile.DmaScatterOp):
+    if isinstance(op, tile.StoreOp | tile.DmaScatterOp):
         return [op.source], []
     if isinstance(op, tile.MatmulOp):
         reads = [op.lhs, op.rhs, *([op.acc] if op.int_prop("accumulate") else [])]
@@ -63,16 +73,32 @@ def _reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
 
 
 def _hbm_reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
-    """HBM buffers a DMA op reads and writes."""
+    """HBM buffers a DMA op (or every op of a nested loop) reads and writes."""
+    if isinstance(op, tile.LoopOp):
+        return _nested(op, _hbm_reads_writes)
     if isinstance(op, tile.DmaLoadOp):
         return [op.source], []
     if isinstance(op, tile.DmaGatherOp):
         return [op.table, op.ids], []
-    if isinstance(op, tile.DmaStoreOp):
+    if isinstance(op, tile.StoreOp):
         return [], [op.dest]
     if isinstance(op, tile.DmaScatterOp):
         return [op.ids], [op.table]
     return [], []
+
+
+Accesses = Callable[[Operation], tuple[list[SSAValue], list[SSAValue]]]
+
+
+def _nested(loop: tile.LoopOp, accesses: Accesses) -> tuple[list[SSAValue], list[SSAValue]]:
+    """Everything the loop's ops read, and everything they write."""
+    reads: list[SSAValue] = []
+    writes: list[SSAValue] = []
+    for op in loop.body.block.ops:
+        r, w = accesses(op)
+        reads += r
+        writes += w
+    return reads, writes
 
 
 def _conflict(a: Operation, b: Operation) -> bool:
@@ -92,7 +118,7 @@ def _around_collective(first: list[Operation], second: list[Operation]) -> list[
     if not cuts:
         return None
     cut = cuts[-1] + 1
-    dma = (tile.DmaLoadOp, tile.DmaStoreOp, tile.DmaGatherOp, tile.DmaScatterOp, tile.AllReduceOp)
+    dma = (tile.DmaLoadOp, tile.StoreOp, tile.DmaGatherOp, tile.DmaScatterOp, tile.AllReduceOp)
     if all(isinstance(op, dma) for op in first[:cut]):
         return None  # nothing computes before the collective: no work to overlap with it
     if any(_conflict(a, b) for a in first[cut:] for b in second[:cut]):
@@ -101,11 +127,14 @@ def _around_collective(first: list[Operation], second: list[Operation]) -> list[
 
 
 def _private_tiles(body: list[Operation]) -> list[SSAValue]:
-    """Tiles each iteration writes before reading (so a second copy can hold the next iteration's)."""
+    """Tiles each iteration writes before reading (so a second copy can hold the next iteration's); a
+    nested loop counts as reading first whatever it touches."""
     first: dict[SSAValue, str] = {}
     partial: set[SSAValue] = set()
     for op in body:
         reads, writes = _reads_writes(op)
+        if isinstance(op, tile.LoopOp):
+            reads = reads + writes
         for value in reads:
             first.setdefault(value, "read")
         for value in writes:
@@ -116,7 +145,12 @@ def _private_tiles(body: list[Operation]) -> list[SSAValue]:
 
 
 def _shifted(op: Operation, depth: int, shift: int, keep_loop: bool) -> None:
-    """Move op's positions `shift` iterations of loop level `depth`; double that loop's stride or drop it."""
+    """Move op's positions `shift` iterations of loop level `depth`; double that loop's stride or drop it.
+    A nested loop's ops move with it."""
+    if isinstance(op, tile.LoopOp):
+        for inner in op.body.block.ops:
+            _shifted(inner, depth, shift, keep_loop)
+        return
     moving = _MASK_MOVING if isinstance(op, tile.CausalMaskOp) else _MOVING
     for strides_name, offset_name in moving.items():
         strides_attr = op.properties.get(strides_name)
@@ -144,9 +178,11 @@ def _double(loop: tile.LoopOp, kernel: tile.KernelOp, capacity: int) -> bool:
     """Unroll `loop` by two with fresh copies of its private tiles; False if it does not apply or fit."""
     count = loop.count.value.data
     body = list(loop.body.block.ops)
-    if count < 2 or any(isinstance(op, tile.LoopOp) for op in body):
+    if count < 2:
         return False
     private = _private_tiles(body)
+    if any(isinstance(op, tile.LoopOp) for op in body) and not _accumulators(body, private):
+        return False  # an outer loop is worth doubling for its accumulators only
     if not private:
         return False
     used = sum(tile_bytes(b.result.type) for b in kernel.body.block.ops if isinstance(b, tile.SramBufferOp))
@@ -179,17 +215,24 @@ def _double(loop: tile.LoopOp, kernel: tile.KernelOp, capacity: int) -> bool:
     return True
 
 
+def _accumulators(body: list[Operation], private: list[SSAValue]) -> list[SSAValue]:
+    """Private tiles that an MXU product in the body (not in a nested loop) starts afresh."""
+    return [
+        op.acc for op in body if isinstance(op, tile.MatmulOp) and not op.int_prop("accumulate") and op.acc in private
+    ]
+
+
 @dataclass(frozen=True)
 class DoubleBufferPass(ModulePass):
-    """Double-buffer every innermost tile loop whose kernel has SRAM to spare (see the module docstring)."""
+    """Double-buffer every tile loop it applies to whose kernel has SRAM to spare (module docstring)."""
 
     name = "double-buffer"
     target: str = "tiny"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        """Transform the innermost loops of every kernel."""
+        """Transform the loops of every kernel, innermost first."""
         capacity = load_target(self.target).sram.bytes
         for kernel in [k for k in op.walk() if isinstance(k, tile.KernelOp)]:
             loops = [loop for loop in kernel.walk() if isinstance(loop, tile.LoopOp)]
-            for loop in loops:
+            for loop in reversed(loops):  # inner loops first: an outer loop's copy takes them doubled
                 _double(loop, kernel, capacity)

@@ -151,6 +151,8 @@ def leaf_of(op: Operation) -> Leaf | None:
         return Leaf(op, "dma_store", [r(op.source), r(op.ids)], [r(op.table)])
     if isinstance(op, tile.DmaStoreOp):
         return Leaf(op, "dma_store", [r(op.source)], [r(op.dest)])
+    if isinstance(op, tile.LinkSendOp):
+        return Leaf(op, "link", [r(op.source)], [r(op.dest)])
     if isinstance(op, tile.MatmulOp):
         return Leaf(op, "mxu", [r(op.lhs), r(op.rhs), r(op.acc)], [r(op.acc)])
     if isinstance(op, tile.UnaryOp | tile.ScalarOp | tile.ReduceOp):
@@ -227,7 +229,7 @@ class InsertSyncPass(ModulePass):
 _MODELLED = (
     tile.SramBufferOp, tile.LoopOp, tile.DmaLoadOp, tile.DmaGatherOp, tile.DmaScatterOp, tile.DmaStoreOp,
     tile.MatmulOp, tile.UnaryOp, tile.ScalarOp, tile.ReduceOp, tile.BinaryOp, tile.SelectOp, tile.FillOp,
-    tile.CausalMaskOp, tile.AllReduceOp,
+    tile.CausalMaskOp, tile.AllReduceOp, tile.LinkSendOp,
 )  # fmt: skip
 """Ops whose every effect the analysis models (`leaf_of`): kernels with others, or with tokens already
 placed, get barriers on both sides."""

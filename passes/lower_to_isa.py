@@ -148,34 +148,51 @@ class KernelLowering:
         return self.kernel.loc.data
 
     def lower(self) -> list[Operation]:
-        """Registers first, then the body."""
+        """Registers, then the body: accesses outside loops get theirs set at the start; each top-level
+        loop nest's are set just before it, reusing the register numbers of the nests before it."""
         self._assign_registers()
         for access in self.registers:
-            self._emit("addi", rd=access.register, rs=0, imm=access.base)
-        self._block(self.kernel.body.block)
+            if not access.loops:
+                self._emit("addi", rd=access.register, rs=0, imm=access.base)
+        self._block(self.kernel.body.block, top_level=True)
         return self.out
 
     def _emit(self, mnemonic: str, **values: int | str | float) -> None:
         self.out.append(create_instruction(mnemonic, self.loc, **values))
 
     def _assign_registers(self) -> None:
-        """One register per distinct (loops, strides) pattern; accesses differing by a constant share it."""
-        by_pattern: dict[tuple[tuple[int, ...], tuple[int, ...]], list[Access]] = {}
+        """One register per distinct (loops, strides) pattern; accesses differing by a constant share it.
+        Accesses outside loops come first; every top-level loop nest numbers its own from there on."""
+        found = []
         for op in self.kernel.walk():
             for role, (value, offset, strides, scale) in _addressed(op).items():
                 base = (self.addresses[value] if value is not None else 0) + offset * scale
-                loops = _enclosing_loops(op)
-                scaled = [s * scale for s in strides]
-                candidates = by_pattern.setdefault((tuple(id(loop) for loop in loops), tuple(scaled)), [])
-                access = next((a for a in candidates if abs(base - a.base) < MAX_OFFSET), None)
-                if access is None:
-                    register = len(self.registers) + 1
-                    if register >= NUM_REGS:
-                        raise ValueError(f"kernel '{self.loc}' needs more than {NUM_REGS - 1} address registers")
-                    access = Access(register, base, loops, scaled)
-                    self.registers.append(access)
-                    candidates.append(access)
-                self.accesses[(id(op), role)] = (access, base - access.base)
+                found.append((op, role, base, _enclosing_loops(op), [s * scale for s in strides]))
+        fixed = [entry for entry in found if not entry[3]]
+        self._allocate(fixed, 1)
+        first_free = len(self.registers) + 1
+        nests: dict[int, list[tuple[Operation, str, int, list[tile.LoopOp], list[int]]]] = {}
+        for entry in found:
+            if entry[3]:
+                nests.setdefault(id(entry[3][0]), []).append(entry)
+        for entries in nests.values():
+            self._allocate(entries, first_free)
+
+    def _allocate(self, entries: list[tuple[Operation, str, int, list[tile.LoopOp], list[int]]], first: int) -> None:
+        """Registers from number `first` on for `entries` (op, role, base, loops, byte strides)."""
+        by_pattern: dict[tuple[tuple[int, ...], tuple[int, ...]], list[Access]] = {}
+        register = first
+        for op, role, base, loops, scaled in entries:
+            candidates = by_pattern.setdefault((tuple(id(loop) for loop in loops), tuple(scaled)), [])
+            access = next((a for a in candidates if abs(base - a.base) < MAX_OFFSET), None)
+            if access is None:
+                if register >= NUM_REGS:
+                    raise ValueError(f"kernel '{self.loc}' needs more than {NUM_REGS - 1} address registers")
+                access = Access(register, base, loops, scaled)
+                register += 1
+                self.registers.append(access)
+                candidates.append(access)
+            self.accesses[(id(op), role)] = (access, base - access.base)
 
     def _register(self, op: Operation, role: str) -> int:
         return self.accesses[(id(op), role)][0].register
@@ -189,9 +206,13 @@ class KernelLowering:
             return {"sram_reg": self._register(op, "sram"), "sram_off": self._offset(op, "sram")}
         return {"sram_reg": 0, "sram_off": _sram(tile_value, op.int_prop("sram_offset"))}  # type: ignore[attr-defined]
 
-    def _block(self, block: object) -> None:
+    def _block(self, block: object, top_level: bool = False) -> None:
         for op in block.ops:  # type: ignore[attr-defined]
             if isinstance(op, tile.LoopOp):
+                if top_level:
+                    for access in self.registers:
+                        if access.loops and access.loops[0] is op:
+                            self._emit("addi", rd=access.register, rs=0, imm=access.base)
                 self._loop(op)
             elif not isinstance(op, tile.SramBufferOp):
                 self._instruction(op)
@@ -217,9 +238,10 @@ class KernelLowering:
                 row_stride=op.int_prop("row_stride"), col_stride=op.int_prop("col_stride"), dt_sram=_dt(op.dest),
                 dt_hbm=_dt(op.source),
             )  # fmt: skip
-        elif isinstance(op, tile.DmaStoreOp):
+        elif isinstance(op, tile.StoreOp):
             self._emit(
-                "dma_store", hbm_reg=reg(op, "hbm"), hbm_off=self._offset(op, "hbm"),
+                "link_send" if isinstance(op, tile.LinkSendOp) else "dma_store", hbm_reg=reg(op, "hbm"),
+                hbm_off=self._offset(op, "hbm"),
                 **self._sram_operand(op, op.source), rows=op.int_prop("rows"),
                 cols=op.int_prop("cols"), row_stride=op.int_prop("row_stride"), col_stride=op.int_prop("col_stride"),
                 dt_hbm=_dt(op.dest), dt_sram=_dt(op.source),
@@ -286,7 +308,7 @@ class KernelLowering:
 
 def _addressed(op: Operation) -> dict[str, tuple[SSAValue | None, int, list[int], int]]:
     """Per address role of an op: (HBM buffer or None, element offset, loop strides, bytes per unit)."""
-    if isinstance(op, tile.DmaLoadOp | tile.DmaStoreOp):
+    if isinstance(op, tile.DmaLoadOp | tile.StoreOp):
         hbm, sram = (op.source, op.dest) if isinstance(op, tile.DmaLoadOp) else (op.dest, op.source)
         strides = tile.int_list(op.loop_strides)
         roles = {"hbm": (hbm, op.int_prop("offset"), strides, element_bytes(hbm.type.element_type))}

@@ -1,8 +1,9 @@
 """plan-sram: give every SRAM tile of a kernel a byte offset, checking capacity.
 
-Each kernel's tiles are placed one after another, 64-byte aligned, in declaration order: from
-address 0 in even kernels, and ending at the top of SRAM in odd ones, so that consecutive kernels
-use different bytes when they fit together and insert-sync lets them overlap. Before::
+Each kernel's tiles are placed one after another, 64-byte aligned, in declaration order, at the
+lowest address whose bytes the last RECENT_KERNELS kernels do not use (or, when SRAM is too small
+for that, the last fewer ones): a kernel that shares no bytes with the kernels just before it does
+not wait for them (insert-sync), so its DMA can run ahead while they compute. Before::
 
     %a = tile.sram {offset = -1 : i64} : memref<16x32xf32, "sram">
     %b = tile.sram {offset = -1 : i64} : memref<16x1xf32, "sram">
@@ -38,17 +39,35 @@ class PlanSramPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Assign offsets kernel by kernel."""
         capacity = load_target(self.target).sram.bytes
-        for index, kernel in enumerate(k for k in op.walk() if isinstance(k, tile.KernelOp)):
-            _place(kernel, capacity, from_top=index % 2 == 1)
+        recent: list[tuple[int, int]] = []  # [start, end) of the latest kernels, newest first
+        for kernel in (k for k in op.walk() if isinstance(k, tile.KernelOp)):
+            start, end = _place(kernel, capacity, recent)
+            recent = [(start, end), *recent][:RECENT_KERNELS]
 
 
-def _place(kernel: tile.KernelOp, capacity: int, from_top: bool) -> None:
+RECENT_KERNELS = 4
+"""Kernels whose SRAM bytes a new kernel avoids when it can."""
+
+
+def _aligned(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
+def _start(total: int, capacity: int, recent: list[tuple[int, int]]) -> int:
+    """The lowest start of `total` bytes clear of as many of the newest `recent` kernels as fit."""
+    for keep in range(len(recent), 0, -1):
+        avoid = recent[:keep]
+        for start in sorted({0, *(end for _, end in avoid)}):
+            if start + total <= capacity and all(start + total <= lo or start >= hi for lo, hi in avoid):
+                return start
+    return 0
+
+
+def _place(kernel: tile.KernelOp, capacity: int, recent: list[tuple[int, int]]) -> tuple[int, int]:
     buffers = [b for b in kernel.body.block.ops if isinstance(b, tile.SramBufferOp)]
-    total = sum(-(-tile_bytes(b.result.type) // ALIGN) * ALIGN for b in buffers)
-    address = (capacity - total) // ALIGN * ALIGN if from_top and total <= capacity else 0
-    for buffer in kernel.body.block.ops:
-        if not isinstance(buffer, tile.SramBufferOp):
-            continue
+    total = sum(_aligned(tile_bytes(b.result.type)) for b in buffers)
+    start = address = _start(total, capacity, recent)
+    for buffer in buffers:
         size = tile_bytes(buffer.result.type)
         if address + size > capacity:
             raise DoesNotFitError(
@@ -56,4 +75,5 @@ def _place(kernel: tile.KernelOp, capacity: int, from_top: bool) -> None:
                 f"at offset {address} exceeds the target's {capacity} bytes of SRAM"
             )
         buffer.properties["offset"] = IntegerAttr(address, i64)
-        address += -(-size // ALIGN) * ALIGN
+        address += _aligned(size)
+    return start, start + total

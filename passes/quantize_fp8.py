@@ -168,6 +168,8 @@ class _Rewriter:
         derived = split_derived(name)
         if derived is not None and derived[1].startswith("cat"):
             return max(self.calibrated_amax(base) for base in derived[0].split("|"))
+        if derived is not None and derived[1].startswith("scaled"):  # the same input as its base's linear
+            return self.calibrated_amax(derived[0])
         raise QuantizeError(f"quantize-fp8: the calibration has no scale for the linear of weight '{name}'")
 
     def finish(self, linear: tfm.LinearOp, y: SSAValue, new: list[Operation]) -> None:

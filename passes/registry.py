@@ -61,6 +61,12 @@ def _fuse_linears() -> type[ModulePass]:
     return FuseLinearsPass
 
 
+def _fold_attention_scale() -> type[ModulePass]:
+    from tasic.passes.fold_attention_scale import FoldAttentionScalePass
+
+    return FoldAttentionScalePass
+
+
 def _quantize_fp8() -> type[ModulePass]:
     from tasic.passes.quantize_fp8 import QuantizeFp8Pass
 
@@ -106,6 +112,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "raise-rope": _raise_rope,
     "decode-buckets": _decode_buckets,
     "fuse-linears": _fuse_linears,
+    "fold-attention-scale": _fold_attention_scale,
     "quantize-fp8": _quantize_fp8,
     "shard-tp": _shard_tp,
     "tile": _tile,

@@ -59,6 +59,7 @@ KERNELS: dict[type[Operation], Callable[[TileContext, Operation], None]] = {
     tfm.ConcatOp: kernels.concat,
     tfm.IndexCopyOp: kernels.index_copy,
     tfm.AllReduceOp: kernels.all_reduce,
+    tfm.SendOp: kernels.send,
     tfm.RopeOp: kernels.rope,
 }  # type: ignore[dict-item]
 

@@ -43,6 +43,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
         return
     if args.timing_only:
         raise UsageError("--timing-only compiles from a --config (no weights); a MODEL brings its weights")
+    if args.pp != 1:
+        raise UsageError("--pp splits a --config serving step into pipeline stages; a MODEL compiles with --tp only")
     if args.model is None:
         raise UsageError("compile needs a MODEL (a Hugging Face model directory or file.py:function) or --config")
     if args.batch < 1 or args.seq_len < 1 or (args.context is not None and args.context <= args.seq_len):
@@ -87,7 +89,9 @@ def _compile_step(args: argparse.Namespace, target: Target) -> None:
     start = time.perf_counter()
     _progress(
         f"[1/3] {config.name}: {config.layers} layers, hidden {config.hidden}; step {step.prefill} prefill +"
-        f" {step.decode_tokens} decode tokens; {args.tp} chip(s) of {target.name}, {args.dtype}"
+        f" {step.decode_tokens} decode tokens; {args.tp * args.pp} chip(s) of {target.name}"
+        + (f" ({args.pp} pipeline stages of {args.tp})" if args.pp > 1 else "")
+        + f", {args.dtype}"
         + (f", {args.quantize} linears" if args.quantize else "")
     )
     if args.calibration:
@@ -95,12 +99,23 @@ def _compile_step(args: argparse.Namespace, target: Target) -> None:
             "--config has no weights to calibrate: use --quantize fp8-static (static scales, placeholder values)"
             " or fp8 (run-time scales)"
         )
-    binary = compile_step(config, step, target, args.dtype, args.tp, args.pipeline, _progress, args.quantize)
+    binaries = compile_step(
+        config, step, target, args.dtype, args.tp, args.pipeline, _progress, args.quantize, pp=args.pp
+    )
     compile_s = time.perf_counter() - start
-    _progress(f"[2/3] writing {args.output} ({len(binary.code):,} instructions, compiled in {compile_s:.1f}s)")
-    write_tbin(binary, args.output)
+    for compiled in binaries:
+        path = Path(args.output)
+        if args.pp > 1:  # one file per distinct stage: out.stage0.tbin, ...
+            path = path.with_name(f"{path.stem}.stage{compiled.stage.index}{path.suffix}")
+            covers = f" (runs as stage(s) {', '.join(map(str, compiled.stands_for))})"
+        else:
+            covers = ""
+        _progress(
+            f"[2/3] writing {path}{covers}: {len(compiled.binary.code):,} instructions, compiled in {compile_s:.1f}s"
+        )
+        write_tbin(compiled.binary, path)
     _progress("[3/3] simulating the step (timing only)")
-    for line in simulate_step(binary, config, step, target, args.tp).lines():
+    for line in simulate_step(binaries, config, step, target, args.tp).lines():
         print(line)
 
 
@@ -314,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="shape of an ONNX input with dynamic dimensions, e.g. input_ids=1x128 (repeatable)",
     )
     comp.add_argument("--tp", type=int, default=1, help="tensor-parallel degree: chips to split the model over")
+    comp.add_argument(
+        "--pp",
+        type=int,
+        default=1,
+        help="--config step: pipeline stages, each on its own --tp chips with its share of the layers (default 1)",
+    )
     comp.add_argument(
         "--config",
         help="compile a serving step of a Llama-family config.json (or a shipped name: llama-3-70b), no weights",

@@ -22,7 +22,7 @@ from tasic.backend.isa_spec import DTYPE_BY_NAME, DTYPE_BYTES
 from tasic.backend.target import Target
 from tasic.backend.tbin import TBinary
 from tasic.compiler import CompileError, compile_module, default_pipeline
-from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step
+from tasic.frontend.llama_step import BatchStep, LlamaConfig, PipelineStage, build_step
 from tasic.isa_sim.report import Report
 from tasic.isa_sim.simulator import simulate_timing
 
@@ -79,71 +79,94 @@ def _bytes_of(dtype: str) -> int:
 
 
 def roofline(
-    config: LlamaConfig, step: BatchStep, target: Target, dtype: str, tp: int, quantize: str | None = None
+    config: LlamaConfig,
+    step: BatchStep,
+    target: Target,
+    dtype: str,
+    tp: int,
+    quantize: str | None = None,
+    stage: PipelineStage | None = None,
 ) -> Roofline:
-    """The analytical bound of one step on `tp` chips of `target` (see the module docstring).
+    """The analytical bound of one step on `tp` chips of `target` (see the module docstring), or of one
+    pipeline stage's chips: its layers, the embedding on the first, the lm_head on the last and the
+    hidden states it sends to the next stage over one peer's share of the links.
 
     With `quantize` (FP8 linears) the linear layers' weights are 1 byte and their products run at the
     MXU's f8e4m3 rate; attention, activations, KV cache and all-reduces stay in `dtype`.
     """
-    c = config
+    c, stage = config, stage or PipelineStage()
+    layers = len(stage.layers(c.layers))
     hd, eb = c.head_dim, _bytes_of(dtype)
     linear_eb = 1 if quantize else eb
     per_layer = c.hidden * hd * (c.heads + 2 * c.kv_heads) + c.heads * hd * c.hidden + 3 * c.hidden * c.ffn
-    linear_macs = step.tokens * c.layers * per_layer / tp + (1 + step.decode_tokens) * c.hidden * c.vocab
+    head = c.vocab * c.hidden if stage.last else 0  # the lm_head is a linear too
+    linear_macs = step.tokens * layers * per_layer / tp + (1 + step.decode_tokens) * head
     prompt_pairs = step.prefill * (step.prefill + 1) // 2
     attended = prompt_pairs + sum(count * context for count, context in step.decode_groups)
-    attention_macs = c.layers * (c.heads // tp) * attended * hd * 2
+    attention_macs = layers * (c.heads // tp) * attended * hd * 2
     flops = 2 * (linear_macs + attention_macs)
-    linear_weights = c.layers * per_layer / tp + c.vocab * c.hidden  # the lm_head is a linear too
-    other_weights = c.step_rows_of_embedding(step.tokens) + (2 * c.layers + 1) * c.hidden
+    linear_weights = layers * per_layer / tp + head
+    embedding = c.step_rows_of_embedding(step.tokens) if stage.first else 0
+    other_weights = embedding + (2 * layers + (1 if stage.last else 0)) * c.hidden
     kv_slots = step.tokens + sum(count * context for count, context in step.decode_groups)
-    kv_bytes = c.layers * (c.kv_heads // tp) * hd * 2 * kv_slots * eb
+    kv_bytes = layers * (c.kv_heads // tp) * hd * 2 * kv_slots * eb
     hbm = linear_weights * linear_eb + other_weights * eb + kv_bytes
-    link = 2 * c.layers * step.tokens * c.hidden * eb * 2 * (tp - 1) / tp
+    all_reduced = 2 * layers * step.tokens * c.hidden * eb * 2 * (tp - 1) / tp
+    sent = 0 if stage.last else step.tokens * c.hidden * eb  # each chip sends the hidden states to its peer
     macs_per_s = target.mxu.rows * target.mxu.cols * target.mxu.count * target.clock_hz
     linear_rate = target.mxu.rate["f8e4m3" if quantize else dtype]
     attention_rate = target.mxu.rate[dtype]
     compute_s = linear_macs / (macs_per_s * linear_rate) + attention_macs / (macs_per_s * attention_rate)
-    link_s = link / target.links.bandwidth if link else 0.0
-    return Roofline(flops, hbm, link, compute_s, hbm / target.hbm.bandwidth, link_s)
+    peer_bandwidth = target.peer_link_bytes_per_cycle * target.clock_hz
+    link_s = all_reduced / target.links.bandwidth + sent / peer_bandwidth
+    return Roofline(flops, hbm, all_reduced + sent, compute_s, hbm / target.hbm.bandwidth, link_s)
 
 
-def check_fits(config: LlamaConfig, step: BatchStep, target: Target, dtype: str, tp: int) -> None:
-    """CompileError unless heads divide over `tp` chips and each chip's weights and KV cache fit its HBM."""
+def check_fits(config: LlamaConfig, step: BatchStep, target: Target, dtype: str, tp: int, pp: int = 1) -> None:
+    """CompileError unless heads divide over `tp` chips, the `pp` pipeline stages have layers, the
+    target has tp x pp chips and each chip's weights and KV cache fit its HBM."""
     c = config
     if tp < 1:
         raise CompileError(f"--tp must be at least 1, not {tp}")
+    if not 1 <= pp <= c.layers:
+        raise CompileError(f"--pp must be between 1 and {c.name}'s {c.layers} layers, not {pp}")
     if c.heads % tp or c.kv_heads % tp:
         divisors = [n for n in range(1, c.kv_heads + 1) if c.kv_heads % n == 0 and c.heads % n == 0]
         raise CompileError(
             f"--tp {tp} does not divide {c.name}'s {c.heads} attention heads and {c.kv_heads} key/value heads"
             f" evenly: choose one of {', '.join(map(str, divisors))}"
         )
-    if tp > target.chips:
-        raise CompileError(f"--tp {tp} needs {tp} chips, target '{target.name}' has {target.chips}")
-    need = _hbm_per_chip(c, step, dtype, tp)
+    if tp * pp > target.chips:
+        stages = f" x --pp {pp}" if pp > 1 else ""
+        raise CompileError(f"--tp {tp}{stages} needs {tp * pp} chips, target '{target.name}' has {target.chips}")
+    need = _hbm_per_chip(c, step, dtype, tp, pp)
     if need > target.hbm.bytes:
-        fits = [n for n in range(tp + 1, 4 * c.kv_heads + 1) if _hbm_per_chip(c, step, dtype, n) <= target.hbm.bytes]
-        hint = f"; it would fit on {fits[0]} chips" if fits else ""
+        fits = [
+            n for n in range(tp + 1, 4 * c.kv_heads + 1) if _hbm_per_chip(c, step, dtype, n, pp) <= target.hbm.bytes
+        ]
+        hint = f"; it would fit on {fits[0] * pp} chips" if fits else ""
         raise CompileError(
-            f"{c.name} does not fit {tp} chip(s) of '{target.name}': weights + KV cache need {need / 1e9:,.1f} GB"
-            f" per chip in {dtype}, a chip has {target.hbm.bytes / 1e9:,.1f} GB{hint}"
+            f"{c.name} does not fit {tp * pp} chip(s) of '{target.name}': weights + KV cache need"
+            f" {need / 1e9:,.1f} GB per chip in {dtype}, a chip has {target.hbm.bytes / 1e9:,.1f} GB{hint}"
         )
 
 
-def _hbm_per_chip(c: LlamaConfig, step: BatchStep, dtype: str, tp: int) -> float:
+def _hbm_per_chip(c: LlamaConfig, step: BatchStep, dtype: str, tp: int, pp: int = 1) -> float:
+    """Bytes of the fullest chip: the first pipeline stage (most layers, embedding; lm_head if alone)."""
     eb = _bytes_of(dtype)
+    layers = len(PipelineStage(0, pp).layers(c.layers))
     per_layer = c.hidden * c.head_dim * (2 * c.heads + 2 * c.kv_heads) + 3 * c.hidden * c.ffn
-    weights = (c.layers * per_layer / tp + 2 * c.vocab * c.hidden) * eb
+    tables = 2 if pp == 1 else 1  # embedding and lm_head on one stage, or one each on the first and last
+    weights = (layers * per_layer / tp + tables * c.vocab * c.hidden) * eb
     slots = step.cache_len + sum(count * context for count, context in step.decode_groups)
-    kv = c.layers * c.head_dim * 2 * max(1, c.kv_heads // tp) * slots * eb
+    kv = layers * c.head_dim * 2 * max(1, c.kv_heads // tp) * slots * eb
     return weights + kv
 
 
 OPTIMISATIONS: dict[str, str] = {
     "rope-fusion": "rotary embeddings as one tfm.rope kernel (raise-rope) instead of six",
     "linear-fusion": "q/k/v and gate/up linears as one matmul each, silu(gate) * up on its tiles (fuse-linears)",
+    "scale-folding": "the attention's score scale folded into the query projection's weights (fold-attention-scale)",
     "decode-batching": "decode attention: many sequences per matrix instruction (tile decode_batch)",
     "flash-attention": "prefill attention in key blocks, online softmax, causal blocks skipped (tile flash)",
     "cost-model-tiles": "matmul tiles chosen by estimated time under the SRAM capacity (tile cost_model)",
@@ -161,7 +184,12 @@ _TILE_OPTIONS = {
     "epilogue-fusion": "epilogue_fusion",
     "allreduce-overlap": "allreduce_overlap",
 }
-_PASSES = {"rope-fusion": "raise-rope", "linear-fusion": "fuse-linears", "double-buffering": "double-buffer"}
+_PASSES = {
+    "rope-fusion": "raise-rope",
+    "linear-fusion": "fuse-linears",
+    "scale-folding": "fold-attention-scale",
+    "double-buffering": "double-buffer",
+}
 
 
 def step_pipeline(
@@ -182,6 +210,25 @@ def step_pipeline(
     return ",".join(passes)
 
 
+@dataclass(frozen=True)
+class StageBinary:
+    """The binary of one pipeline stage and the stages it stands for: stages with the same number of
+    layers and neither the embedding nor the lm_head run the same program on their own layers' weights."""
+
+    stage: PipelineStage
+    stands_for: tuple[int, ...]
+    binary: TBinary
+
+
+def distinct_stages(config: LlamaConfig, pp: int) -> list[tuple[PipelineStage, tuple[int, ...]]]:
+    """One stage of each distinct program among `pp` stages, with the indices of the stages it stands for."""
+    kinds: dict[tuple[bool, bool, int], list[int]] = {}
+    for index in range(pp):
+        stage = PipelineStage(index, pp)
+        kinds.setdefault((stage.first, stage.last, len(stage.layers(config.layers))), []).append(index)
+    return [(PipelineStage(indices[0], pp), tuple(indices)) for indices in kinds.values()]
+
+
 def compile_step(
     config: LlamaConfig,
     step: BatchStep,
@@ -191,35 +238,76 @@ def compile_step(
     pipeline: str | None = None,
     progress: Callable[[str], None] | None = None,
     quantize: str | None = None,
-) -> TBinary:
-    """A timing-only binary of one serving step of `config` on `tp` chips (linears in FP8 with quantize="fp8")."""
-    check_fits(config, step, target, dtype, tp)
-    graph = build_step(config, step)
-    metadata = {
-        "model": config.name,
-        "step": {"prefill": step.prefill, "decode_groups": [list(g) for g in step.decode_groups], "tp": tp},
-    }
-    if quantize:
-        metadata["quantize"] = quantize
+    pp: int = 1,
+) -> list[StageBinary]:
+    """Timing-only binaries of one serving step of `config` on `tp` chips per stage and `pp` pipeline
+    stages (linears in FP8 with quantize="fp8"): one binary per distinct stage (`distinct_stages`)."""
+    check_fits(config, step, target, dtype, tp, pp)
     pipeline = pipeline or default_pipeline(target.spec, dtype, tp, quantize)
-    return compile_module(graph.module, None, target, dtype, pipeline, metadata, progress)
+    binaries = []
+    for stage, stands_for in distinct_stages(config, pp):
+        if pp > 1 and progress:
+            progress(f"  pipeline stage {stage.index} (stands for stages {', '.join(map(str, stands_for))})")
+        graph = build_step(config, step, stage=stage)
+        metadata: dict[str, object] = {
+            "model": config.name,
+            "step": {"prefill": step.prefill, "decode_groups": [list(g) for g in step.decode_groups], "tp": tp},
+        }
+        if pp > 1:
+            layers = stage.layers(config.layers)
+            metadata["stage"] = {"index": stage.index, "of": pp, "layers": [layers.start, layers.stop]}
+        if quantize:
+            metadata["quantize"] = quantize
+        binary = compile_module(graph.module, None, target, dtype, pipeline, metadata, progress)
+        binaries.append(StageBinary(stage, stands_for, binary))
+    return binaries
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """The simulated timing of one distinct pipeline stage."""
+
+    stage: PipelineStage
+    stands_for: tuple[int, ...]
+    report: Report
+    roofline: Roofline
 
 
 @dataclass
 class StepResult:
-    """A simulated step beside its roofline."""
+    """A simulated step beside its roofline. With pipeline stages the system finishes one step per
+    slowest-stage time (every stage works on its own step at once), and that is the step time."""
 
     config: LlamaConfig
     step: BatchStep
     target: Target
     tp: int
-    report: Report
-    roofline: Roofline
+    stages: list[StageRun]
     sim_s: float
 
     @property
+    def pp(self) -> int:
+        """Pipeline stages."""
+        return sum(len(run.stands_for) for run in self.stages)
+
+    @property
+    def slowest(self) -> StageRun:
+        """The stage that sets the step time."""
+        return max(self.stages, key=lambda run: run.report.total_cycles)
+
+    @property
+    def report(self) -> Report:
+        """The timing report of the slowest stage (the whole step without pipelining)."""
+        return self.slowest.report
+
+    @property
+    def roofline(self) -> Roofline:
+        """The largest bound of any stage: the system cannot finish steps faster than that."""
+        return max((run.roofline for run in self.stages), key=lambda roof: roof.bound_s)
+
+    @property
     def step_s(self) -> float:
-        """Simulated time of the step (all chips run in lock step)."""
+        """Simulated time of the step (all chips of a stage run in lock step)."""
         return self.report.seconds
 
     @property
@@ -232,26 +320,71 @@ class StepResult:
         """Step time over the roofline bound (1.0 is perfect)."""
         return self.step_s / self.roofline.bound_s
 
+    def _mean_over_chips(self, used: Callable[[Report], float], capacity_per_cycle: float) -> float:
+        """Work of every stage's chips over what all of them could do in one step (0..1)."""
+        cycles = self.report.total_cycles
+        work = sum(used(run.report) * len(run.stands_for) for run in self.stages)
+        return work / (cycles * capacity_per_cycle * self.pp) if cycles else 0.0
+
+    @property
+    def mxu_utilization(self) -> float:
+        """Useful MACs of all chips over their peak in one step (idle stages included)."""
+        r = self.report
+        return self._mean_over_chips(lambda rep: rep.mxu_mac_slots, r.mxu_peak_macs_per_cycle)
+
+    @property
+    def hbm_utilization(self) -> float:
+        """HBM bytes of all chips over their bandwidth in one step."""
+        return self._mean_over_chips(lambda rep: rep.hbm_bytes, self.report.hbm_bytes_per_cycle)
+
+    @property
+    def link_utilization(self) -> float:
+        """Bytes all chips send over their links' capacity in one step."""
+        return self._mean_over_chips(lambda rep: rep.link_bytes, self.report.link_bytes_per_cycle)
+
     def lines(self) -> list[str]:
         """A printable summary."""
         r, roof = self.report, self.roofline
-        return [
-            f"{self.config.name} on {self.tp} x {self.target.name}: one step = {self.step.prefill}-token prefill"
+        chips = (
+            f"{self.tp} x {self.target.name}" if self.pp == 1 else f"{self.pp} stages x {self.tp} x {self.target.name}"
+        )
+        lines = [
+            f"{self.config.name} on {chips}: one step = {self.step.prefill}-token prefill"
             f" + {self.step.decode_tokens} decode tokens ({self.step.tokens} tokens)",
             f"  step {self.step_s * 1e3:.3f} ms ({r.total_cycles:,} cycles) -> {self.tokens_per_s:,.0f} tokens/s",
-            f"  MXU {r.mxu_utilization:.1%}, HBM {r.hbm_utilization:.1%}, links {r.link_utilization:.1%} (per chip)",
+        ]
+        if self.pp > 1:
+            lines += [
+                f"    stage {run.stage.index} (as {', '.join(map(str, run.stands_for))}):"
+                f" {run.report.seconds * 1e3:.3f} ms, layers {_span(run.stage.layers(self.config.layers))}"
+                for run in self.stages
+            ]
+            lines.append(f"    a token's latency through all {self.pp} stages: {self.pp * self.step_s * 1e3:.3f} ms")
+        lines += [
+            f"  MXU {self.mxu_utilization:.1%}, HBM {self.hbm_utilization:.1%}, links {self.link_utilization:.1%}"
+            " (all chips)",
             f"  roofline per chip: compute {roof.compute_s * 1e3:.3f} ms ({roof.flops / 1e12:.1f} TFLOP),"
             f" memory {roof.memory_s * 1e3:.3f} ms ({roof.hbm_bytes / 1e9:.2f} GB),"
             f" link {roof.link_s * 1e3:.3f} ms ({roof.link_bytes / 1e9:.2f} GB)",
             f"  bound {roof.bound_s * 1e3:.3f} ms ({roof.limit}); step / bound = {self.roofline_ratio:.2f}x",
             f"  simulator {self.sim_s:.1f}s",
         ]
+        return lines
 
 
-def simulate_step(binary: TBinary, config: LlamaConfig, step: BatchStep, target: Target, tp: int) -> StepResult:
-    """Timing-only simulation of a compiled step."""
+def _span(layers: range) -> str:
+    return f"{layers.start}-{layers.stop - 1}" if len(layers) > 1 else str(layers.start)
+
+
+def simulate_step(
+    binaries: list[StageBinary], config: LlamaConfig, step: BatchStep, target: Target, tp: int
+) -> StepResult:
+    """Timing-only simulation of a compiled step, stage by stage."""
     start = time.perf_counter()
-    report = simulate_timing(binary, target)
-    elapsed = time.perf_counter() - start
-    bound = roofline(config, step, target, binary.metadata["dtype"], tp, binary.metadata.get("quantize"))
-    return StepResult(config, step, target, tp, report, bound, elapsed)
+    runs = []
+    for compiled in binaries:
+        report = simulate_timing(compiled.binary, target)
+        metadata = compiled.binary.metadata
+        bound = roofline(config, step, target, metadata["dtype"], tp, metadata.get("quantize"), compiled.stage)
+        runs.append(StageRun(compiled.stage, compiled.stands_for, report, bound))
+    return StepResult(config, step, target, tp, runs, time.perf_counter() - start)

@@ -8,6 +8,7 @@ type, so results can be compared with torch and with the ISA simulator.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 
 import ml_dtypes
@@ -20,7 +21,7 @@ from xdsl.ir import Attribute, Operation, SSAValue
 from tasic.backend.target import load_target
 from tasic.backend.tbin import from_bytes, to_bytes
 from tasic.compiler import compile_module, default_pipeline
-from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step, step_inputs
+from tasic.frontend.llama_step import BatchStep, LlamaConfig, PipelineStage, StepGraph, build_step, step_inputs
 from tasic.ir import tfm
 from tasic.isa_sim.simulator import Machine
 
@@ -214,22 +215,44 @@ class TinyLlamaStep:
     )
     step = BatchStep(6, ((3, 10), (1, 12)))
 
-    def graph(self):
-        """The step's tfm graph and weights."""
-        return build_step(self.config, self.step, "random")
+    def graph(self, stage: PipelineStage | None = None):
+        """The step's tfm graph and weights (of one pipeline stage when given)."""
+        return build_step(self.config, self.step, "random", stage=stage)
 
     def run(self, tp: int, pipeline: str | None = None) -> dict[str, np.ndarray]:
         """Logits and updated KV caches on `tp` chips of `tiny` (f32; default pipeline unless given),
         from seeded random caches; the binary goes through its byte encoding first."""
-        graph = self.graph()
+        return self.run_stage(self.graph(), tp, pipeline, step_inputs(self.config, self.step))
+
+    def run_stages(self, pp: int, tp: int = 1) -> dict[str, np.ndarray]:
+        """The step split into `pp` pipeline stages of `tp` chips each, run one after another: each
+        stage's sent `hidden_out` is the next stage's `hidden`. Logits and every stage's KV caches."""
+        inputs = step_inputs(self.config, self.step)
+        outputs: dict[str, np.ndarray] = {}
+        for index in range(pp):
+            stage = PipelineStage(index, pp)
+            if not stage.first:
+                inputs = {**inputs, "hidden": outputs.pop("hidden_out")}
+            outputs |= self.run_stage(self.graph(stage), tp, None, inputs)
+        return outputs
+
+    @staticmethod
+    def cache(name: str, shape: Sequence[int]) -> np.ndarray:
+        """The seeded random starting values of the KV cache `name` (the same in every stage split)."""
+        return np.random.default_rng([1, zlib.crc32(name.encode())]).standard_normal(shape).astype(np.float32)
+
+    def run_stage(
+        self, graph: StepGraph, tp: int, pipeline: str | None, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Outputs and KV caches of one compiled graph, its caches seeded by name."""
         target = load_target("tiny")
         pipeline = pipeline or default_pipeline(target.spec, "f32", tp)
         binary = compile_module(graph.module, graph.weights, target, "f32", pipeline=pipeline, tp=tp)
         machine = Machine(from_bytes(to_bytes(binary)), target)
-        rng = np.random.default_rng(1)
         for name in graph.state_names:
-            machine.write(name, rng.standard_normal(machine.whole(binary.symbol(name)).shape).astype(np.float32))
-        result = machine.run("main", step_inputs(self.config, self.step))
+            machine.write(name, self.cache(name, machine.whole(binary.symbol(name)).shape))
+        needed = {name: inputs[name] for name in graph.input_names if name in inputs}
+        result = machine.run("main", needed)
         return {**result.outputs, **{name: machine.read(name) for name in graph.state_names}}
 
 

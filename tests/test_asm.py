@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import struct
@@ -167,6 +168,9 @@ def test_readable_syntax() -> None:
             off_a=512,
             imm=128,
         ),
+        "link.send hbm[r2+1024]:bf16 <- sram[r0+512]:f32 4x64 stride(128, 1)": Instr(
+            Op.LINK_SEND, dt_d=DType.BF16, rows=4, cols=64, reg_d=2, off_d=1024, off_a=512, off_b=128, imm=1
+        ),
         "signal mxu s3": Instr(Op.SIGNAL, func=Engine.MXU, imm=3),
         "wait vpu s3": Instr(Op.WAIT, func=Engine.VPU, imm=3),
         "halt {func=3, depth=2}": Instr(Op.HALT, func=3, depth=2),
@@ -175,6 +179,17 @@ def test_readable_syntax() -> None:
     for text, instr in expected.items():
         assert show_instruction(instr) == text
         assert parse_instruction(text) == instr
+
+
+def test_link_send_round_trips_like_dma_store() -> None:
+    send = Instr(Op.LINK_SEND, dt_d=DType.BF16, rows=8, cols=32, reg_d=3, off_d=-64, reg_a=1, off_a=256, off_b=1, imm=8)
+    text = show_instruction(send)
+    assert text == "link.send hbm[r3-64]:bf16 <- sram[r1+256]:f32 8x32 stride(1, 8)"
+    store = dataclasses.replace(send, opcode=Op.DMA_STORE)
+    assert text.removeprefix("link.send") == show_instruction(store).removeprefix("dma.store")
+    assert parse_instruction(text) == send
+    listing = assert_round_trip(binary_with([send, Instr(Op.LINK_SEND, depth=5), Instr(Op.HALT)]))
+    assert "link.send hbm[r0+0]:f32 <- sram[r0+0]:f32 0x0 stride(0, 0) {depth=5}" in listing
 
 
 def test_loop_bodies_are_indented_and_annotated() -> None:

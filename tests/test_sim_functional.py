@@ -385,6 +385,18 @@ def test_dtype_conversions_and_int_inputs() -> None:
     np.testing.assert_array_equal(out, [[1, -2, np.nan]])  # 70000 overflows f8e4m3fn (no inf)
 
 
+def test_link_send_writes_the_next_stages_buffer_like_dma_store() -> None:
+    # one stage simulated alone: the next chip's input buffer is this program's output `out`
+    x = rand(4, 8) * 100
+    send = dataclasses.replace(store(OUT, SA, 4, 8, dt_d=BF16, rs=1, cs=4), opcode=Op.LINK_SEND)  # transposed
+    out = run([load(SA, X, 4, 8), send], {"x": x}, (8, 4), "bf16")
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, x.T.astype(ml_dtypes.bfloat16).astype(np.float32))
+    stored = run([load(SA, X, 4, 8), dataclasses.replace(send, opcode=Op.DMA_STORE)], {"x": x}, (8, 4), "bf16")
+    np.testing.assert_array_equal(out, stored)
+    assert not np.array_equal(out, x.T)  # rounded to bf16 on the way
+
+
 def test_constants_image_and_timing_only_outputs() -> None:
     weights = np.arange(8, dtype=np.float32)
     code = [load(SA, 64, 1, 8), vpu(Op.VPU_UNARY, UnaryFn.NEG, 1, 8), store(OUT, SD, 1, 8)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from tasic.backend.isa_spec import BinaryFn, DType, Engine, Instr, Op, UnaryFn, float_bits
 from tasic.backend.target import Memory, Target, load_target
 from tasic.backend.tbin import TBinary
-from tasic.isa_sim import simulate, simulate_timing, write_chrome_trace
+from tasic.isa_sim import SimError, simulate, simulate_timing, write_chrome_trace
 from tasic.isa_sim import simulator as simulator_module
 
 # tiny: 1 GHz, 16x16 pipelined MXU, 16 VPU lanes (latency 4), HBM 64 bytes/cycle with latency 100.
@@ -129,6 +130,51 @@ def test_scatter_moves_its_table_dtype_on_the_shared_channel() -> None:
         ("DMA_LOAD", "dma.load", 0, 16),
         ("DMA_STORE", "dma.scatter", 16, 24),
     ]
+
+
+SOHU = load_target("sohu-like")
+
+
+def send(rows: int, cols: int, hbm: int = 0, sram: int = 0, dt_hbm: int = BF16) -> Instr:
+    """link.send of an f32 SRAM tile into a dense HBM window of dtype `dt_hbm` (on the next chip)."""
+    return Instr(Op.LINK_SEND, dt_d=dt_hbm, dt_a=F32, rows=rows, cols=cols, off_d=hbm, off_a=sram, off_b=cols, imm=1)
+
+
+def test_peer_link_bandwidth_is_a_share_of_all_to_all_links() -> None:
+    # sohu-like: 1.8 TB/s per chip over 7 peers at 1.2 GHz; a switch gives one peer every link
+    assert SOHU.peer_link_bytes_per_cycle == pytest.approx(1.8e12 / 7 / 1.2e9)
+    h100 = load_target("h100-like")
+    assert h100.peer_link_bytes_per_cycle == h100.link_bytes_per_cycle
+    assert dataclasses.replace(SOHU, chips=1).peer_link_bytes_per_cycle == SOHU.link_bytes_per_cycle
+
+
+def test_link_send_latency_and_per_peer_bandwidth() -> None:
+    # 16 x 100 bf16 = 3,200 bytes at 1.8e12 / 7 / 1.2e9 = 214.3 bytes/cycle: 15 cycles, after 1,200 of latency
+    per_peer = SOHU.links.bandwidth / (SOHU.chips - 1) / SOHU.clock_hz
+    expected = SOHU.links.latency + math.ceil(16 * 100 * 2 / per_peer)
+    assert expected == 1200 + 15
+    assert cycles([send(16, 100)], SOHU) == expected
+    assert cycles([send(16, 100, dt_hbm=F32)], SOHU) == 1200 + 30  # 6,400 bytes: the HBM dtype is what is sent
+
+
+def test_link_send_occupies_the_link_engine_not_the_hbm_channel() -> None:
+    code = [send(16, 100), store(hbm=8192, sram=8192), send(16, 100, hbm=16384)]
+    report = simulate(make_binary(code, SOHU), SOHU, trace=True).report
+    assert [(e.engine, e.name, e.start, e.end) for e in report.trace] == [
+        ("LINK", "link.send", 0, 1215),
+        ("DMA_STORE", "dma.store", 1, 2),  # 1,024 bytes at 4,000 bytes/cycle, beside the send
+        ("LINK", "link.send", 1215, 2430),  # in order behind the first send on the one LINK engine
+    ]
+    assert report.busy == {"DMA_LOAD": 0, "DMA_STORE": 1, "MXU": 0, "VPU": 0, "LINK": 2 * 1215}
+    assert report.hbm_bytes == 1024  # the sends write the next chip's HBM: not this chip's channel
+    assert report.link_bytes == 2 * 3200
+    assert report.link_utilization == pytest.approx(6400 / (report.total_cycles * SOHU.link_bytes_per_cycle))
+
+
+def test_link_send_needs_link_bandwidth() -> None:
+    no_links = dataclasses.replace(TINY, links=dataclasses.replace(TINY.links, bandwidth=0.0))
+    with pytest.raises(SimError, match=r"instruction 0: invalid link.send: target tiny has no chip-to-chip link"):
+        simulate_timing(make_binary([send(1, 4)], no_links), no_links)
 
 
 def test_signal_does_not_stall_its_engine() -> None:

@@ -9,6 +9,7 @@ split as well.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -42,11 +43,10 @@ def test_single_chip_step_matches_the_reference(
 ) -> None:
     """Rope, prefill and batched decode attention and the KV writes on the simulator equal numpy's."""
     graph = tiny_llama.graph()
-    rng = np.random.default_rng(1)
     inputs = step_inputs(tiny_llama.config, tiny_llama.step)
     caches = {}
     for arg, name in zip(graph.module.ops.first.args, graph.input_names, strict=True):  # type: ignore[union-attr]
-        caches[name] = inputs[name] if name in inputs else rng.standard_normal(arg.type.get_shape()).astype(np.float32)
+        caches[name] = inputs[name] if name in inputs else tiny_llama.cache(name, arg.type.get_shape())
     expected = tfm_reference(graph.module, graph.weights, [caches[name] for name in graph.input_names])
     for name, want in zip(graph.output_names, expected, strict=True):
         np.testing.assert_allclose(single_chip[name], want, atol=1e-4, err_msg=name)
@@ -124,6 +124,7 @@ def test_shard_section_round_trips_and_is_checked(tiny_llama: TinyLlamaStep) -> 
     assert "#cat2" in qkv.name, "q, k and v are fused (fuse-linears) in per-chip blocks"
     chip1 = dict((sym.name, data) for sym, data in again.chip_constants(1))[qkv.name]
     parts = [graph.weights[f"model.layers.0.self_attn.{p}_proj.weight"] for p in "qkv"]
+    parts[0] = parts[0] * np.float32(1 / math.sqrt(tiny_llama.config.head_dim))  # fold-attention-scale
     want = np.concatenate([w[w.shape[0] // 2 :] for w in parts])  # chip 1's q, k and v rows
     np.testing.assert_array_equal(np.frombuffer(chip1, np.float32), want.T.reshape(-1))
     binary.shard_data = binary.shard_data[:-4]

@@ -133,14 +133,22 @@ class KernelBuilder:
         )
 
     def store(
-        self, source: SSAValue, view: View, starts: list[Pos], rows: int, cols: int, sram_at: int | Pos = 0
+        self,
+        source: SSAValue,
+        view: View,
+        starts: list[Pos],
+        rows: int,
+        cols: int,
+        sram_at: int | Pos = 0,
+        over_links: bool = False,
     ) -> None:
-        """DMA an SRAM tile (from element `sram_at` on) into the [rows, cols] window at `starts` of a view."""
+        """DMA an SRAM tile (from element `sram_at` on) into the [rows, cols] window at `starts` of a view;
+        `over_links` sends it to the next pipeline stage's chip instead (tile.link_send)."""
         offset, loop_strides = self.access(view, starts)
         row_stride, col_stride = _last_two_strides(view)
         sram = sram_at if isinstance(sram_at, Pos) else Pos(sram_at)
         self.add(
-            tile.DmaStoreOp(
+            (tile.LinkSendOp if over_links else tile.DmaStoreOp)(
                 source,
                 view.buffer,
                 rows,

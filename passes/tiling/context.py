@@ -109,6 +109,11 @@ class TileContext:
         self.views[value] = view
         return view
 
+    def output_view(self, value: SSAValue) -> View:
+        """The buffer made for a result already (its lowering was deferred, tiling/schedule.py), else a
+        fresh one (`result_view`)."""
+        return self.views[value] if value in self.views else self.result_view(value)
+
     def kernel(self, loc: str) -> KernelBuilder:
         """Start a new tile.kernel at the end of the function."""
         op = tile.KernelOp(loc)

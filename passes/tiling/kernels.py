@@ -26,7 +26,9 @@ from tasic.passes.tiling.epilogue import (
 )
 from tasic.passes.tiling.views import View
 
-ROW_TILE_MAX = 256
+ROW_TILE_MAX = 1024
+"""Most rows per elementwise or row-wise tile (fewer when SRAM is short): large tiles amortise the DMA
+latency of each load and store."""
 COL_TILE_MAX = 2048
 Emit = Callable[[KernelBuilder, list[SSAValue], SSAValue, int, int], SSAValue]
 
@@ -118,7 +120,7 @@ def rows_outermost(shape: tuple[int, ...], views: list[View]) -> tuple[tuple[int
     return tuple(shape[p] for p in perm), [view.permute(perm) for view in views]
 
 
-ROPE_ROWS = 2048
+ROPE_ROWS = 4096
 """Rows per rope tile: its columns are only half a head, so rows make the tiles worth an instruction."""
 
 
@@ -269,6 +271,25 @@ def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
             kb.add(tile.ScalarOp("div", x, x, op.static_scale.value.data, nr, nc))
         saturate(kb, op, x, nr, nc)
         kb.store(x, dest, starts, nr, nc)
+
+    kb.for_each_tile(shape, rows, cols, body)
+
+
+def send(ctx: TileContext, op: tfm.SendOp) -> None:
+    """tfm.send: tiles loaded from HBM and sent, in the HBM dtype, to the next stage's chip (tile.link_send)."""
+    source = ctx.view_of(op.input)
+    out = ctx.result_view(op.result)
+    shape = as_matrix_shape(out.shape)
+    element = ctx.storage_type(op.input.type)  # what the links carry
+    limits = (min(shape[-2], ROW_TILE_MAX), min(shape[-1], COL_TILE_MAX))
+    rows, cols = fit_tile(*limits, element_bytes(element), ctx.sram_budget, loc_of(op))
+    kb = ctx.kernel(loc_of(op))
+    buffer = kb.sram((rows, cols), element)
+    source, dest = source.broadcast_to(shape), out.broadcast_to(shape)
+
+    def body(starts: list[Pos], nr: int, nc: int) -> None:
+        kb.load(source, starts, nr, nc, buffer)
+        kb.store(buffer, dest, starts, nr, nc, over_links=True)
 
     kb.for_each_tile(shape, rows, cols, body)
 

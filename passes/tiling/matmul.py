@@ -7,13 +7,14 @@ in whole-row chunks (with the rms_norm that follows).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import prod
 
 from xdsl.dialects.builtin import f32
 from xdsl.ir import Attribute, SSAValue
 
 from tasic.ir import tfm, tile
-from tasic.passes.tiling.builder import DoesNotFitError, Pos
+from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos
 from tasic.passes.tiling.context import TileContext
 from tasic.passes.tiling.cost import best_matmul_tiles, matmul_tile_bytes
 from tasic.passes.tiling.dtypes import dtype_name, element_bytes
@@ -42,7 +43,10 @@ def _matmul_tiles(
     parts: int = 1,
 ) -> tuple[int, int, int]:
     """(tm, tn, tk) of a tiled matmul, chosen by the cost model (tiling/cost.py) or the fixed rule
-    (`parts` instructions side by side per output tile)."""
+    (`parts` instructions side by side per output tile). The `output_tiles` f32 tiles are counted
+    twice, so that double-buffer can give the next output tile its own accumulator while this one's
+    epilogue runs on the vector engine."""
+    output_tiles *= 2
     eb = element_bytes(mxu or ctx.mxu_type)
     rate = ctx.target.mxu.rate.get(dtype_name(mxu or ctx.mxu_type), 1.0)
     if ctx.cost_model:
@@ -116,19 +120,24 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     if lhs_once:
         kb.load(a_full, [Pos(), Pos()], m, k, lhs)
 
+    # the first K step loads into tiles of its own: the loop's loads then alternate between two copies
+    # (double-buffer) without waiting for it, and the next output tile's first step runs ahead
+    first_lhs, first_rhs = (lhs, rhs) if k <= tk else (kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu))
+
     def output_tile(bstarts: list[Pos], m0: Pos, nm: int, n0: Pos, nn: int) -> None:
-        single_step = k <= tk
-        if not single_step:
-            kb.add(tile.FillOp(acc, 0.0, nm, nn))
+        def k_step(k0: Pos, nk: int, accumulate: bool) -> None:
+            x, w = (lhs, rhs) if accumulate else (first_lhs, first_rhs)
+            if lhs_once:
+                x = lhs
+            else:
+                kb.load(a_full, [*bstarts, m0, k0], nm, nk, x)
+            if rhs_once:
+                w = rhs
+            else:
+                kb.load(b_full, [*bstarts, k0, n0], nk, nn, w)
+            kb.add(tile.MatmulOp(x, w, acc, nm, nn, nk, accumulate=accumulate))
 
-        def k_step(k0: Pos, nk: int) -> None:
-            if not lhs_once:
-                kb.load(a_full, [*bstarts, m0, k0], nm, nk, lhs)
-            if not rhs_once:
-                kb.load(b_full, [*bstarts, k0, n0], nk, nn, rhs)
-            kb.add(tile.MatmulOp(lhs, rhs, acc, nm, nn, nk, accumulate=not single_step))
-
-        kb.tiled_range(k, tk, k_step)
+        k_steps(kb, k, tk, k_step)
         if bias_view is not None and bias_tile is not None:
             kb.load(bias_view, [Pos(), n0], 1, nn, bias_tile)
             kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nm, nn, "col"))
@@ -177,22 +186,26 @@ def _gated_matmul(
         kb.load(b, [Pos(), Pos()], k, width, rhs_gate)
         kb.load(b, [Pos(), up], k, width, rhs_up)
 
+    firsts = (lhs, rhs_gate, rhs_up)
+    if k > tk:  # the first K step loads into tiles of its own (see matmul_kernel)
+        firsts = (kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu), kb.sram((tk, tn), mxu))
+
     def output_tile(m0: Pos, nm: int, n0: Pos, nn: int) -> None:
-        single_step = k <= tk
-        if not single_step:
-            kb.add(tile.FillOp(acc_gate, 0.0, nm, nn))
-            kb.add(tile.FillOp(acc_up, 0.0, nm, nn))
+        def k_step(k0: Pos, nk: int, accumulate: bool) -> None:
+            x, gate, upw = (lhs, rhs_gate, rhs_up) if accumulate else firsts
+            if lhs_once:
+                x = lhs
+            else:
+                kb.load(a, [m0, k0], nm, nk, x)
+            if rhs_once:
+                gate, upw = rhs_gate, rhs_up
+            else:
+                kb.load(b, [k0, n0], nk, nn, gate)
+                kb.load(b, [k0, n0 + up], nk, nn, upw)
+            kb.add(tile.MatmulOp(x, gate, acc_gate, nm, nn, nk, accumulate=accumulate))
+            kb.add(tile.MatmulOp(x, upw, acc_up, nm, nn, nk, accumulate=accumulate))
 
-        def k_step(k0: Pos, nk: int) -> None:
-            if not lhs_once:
-                kb.load(a, [m0, k0], nm, nk, lhs)
-            if not rhs_once:
-                kb.load(b, [k0, n0], nk, nn, rhs_gate)
-                kb.load(b, [k0, n0 + up], nk, nn, rhs_up)
-            kb.add(tile.MatmulOp(lhs, rhs_gate, acc_gate, nm, nn, nk, accumulate=not single_step))
-            kb.add(tile.MatmulOp(lhs, rhs_up, acc_up, nm, nn, nk, accumulate=not single_step))
-
-        kb.tiled_range(k, tk, k_step)
+        k_steps(kb, k, tk, k_step)
         apply_epilogue(kb, shared, acc_gate, scratch, [m0, n0], nm, nn)
         apply_epilogue(kb, shared, acc_up, scratch, [m0, n0 + up], nm, nn)
         apply_epilogue(kb, gated.gate, acc_gate, scratch, [m0, n0], nm, nn)
@@ -201,6 +214,14 @@ def _gated_matmul(
         kb.store(acc_gate, out, [m0, n0], nm, nn)
 
     kb.tiled_range(m, tm, lambda m0, nm: kb.tiled_range(width, tn, lambda n0, nn: output_tile(m0, nm, n0, nn)))
+
+
+def k_steps(kb: KernelBuilder, k: int, tk: int, step: Callable[[Pos, int, bool], None]) -> None:
+    """step(k0, nk, accumulate) over K in steps of tk: the first overwrites the accumulator (no fill on
+    the vector engine, so the next output tile's products need not wait behind an epilogue there)."""
+    step(Pos(), min(tk, k), False)
+    if k > tk:
+        kb.tiled_range(k - tk, tk, lambda k0, nk: step(k0, nk, True), base=Pos(tk))
 
 
 def _all_reduce_chunks(

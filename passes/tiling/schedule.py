@@ -3,10 +3,11 @@ what can overlap.
 
 - KV-cache writes go first: a cache write queued behind another kernel's stores waits for them, and
   the attention reading the cache waits with it.
-- Independent attention ops (a prompt's prefill and each decode group) interleave their kernels:
-  the prefill is vector-bound and the decodes DMA-bound, so with the decode kernels between the
-  prefill's query-tile kernels, the DMA engine streams the decode caches while the VPU works on the
-  prompt::
+- Independent attention ops (a prompt's prefill and each decode group) are lowered together, as one
+  software-pipelined kernel whose decode items sit between the prefill's (tiling/attention.py
+  `attention_group`): the prefill is vector-bound and the decodes DMA-bound, so the DMA engine
+  streams the decode caches while the VPU works on the prompt. When they cannot share a kernel,
+  their kernels interleave the same way::
 
       prefill q0, prefill q1, decode0, decode1   ->   prefill q0, decode0, prefill q1, decode1
 """
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from xdsl.ir import Operation, SSAValue
 
 from tasic.ir import tfm, tile
+from tasic.passes.tiling.attention import attention_group
 from tasic.passes.tiling.context import TileContext
 
 LAYOUT_OPS = (tfm.ReshapeOp, tfm.TransposeOp, tfm.SliceOp, tfm.ExpandOp)
@@ -58,9 +60,45 @@ def state_writes_early(ops: list[Operation]) -> list[Operation]:
 def lower_interleaving_attention(
     ctx: TileContext, ops: list[Operation], lower: Callable[[TileContext, Operation], None]
 ) -> None:
-    """Lower `ops` in order, then interleave the kernels of each run of independent attention ops."""
-    group: list[tuple[tfm.AttentionOp, list[tile.KernelOp]]] = []
+    """Lower `ops` in order. A run of independent attention ops (only views between them) is lowered
+    where the run ends: as one software-pipelined kernel (`attention_group`), or else op by op with
+    their kernels interleaved. Each deferred op's result buffer is made at once, so the layout ops
+    that read it are views of it."""
+    run: list[tfm.AttentionOp] = []
     for op in ops:
+        is_attention = isinstance(op, tfm.AttentionOp)
+        if is_attention and _independent(op, run):
+            ctx.output_view(op.result)
+            run.append(op)
+            continue
+        if run and (is_attention or _makes_kernel(ctx, op)):
+            _lower_run(ctx, run, lower)
+            run = []
+        if is_attention:
+            ctx.output_view(op.result)
+            run.append(op)
+            continue
+        lower(ctx, op)
+    _lower_run(ctx, run, lower)
+
+
+def _makes_kernel(ctx: TileContext, op: Operation) -> bool:
+    """Whether lowering `op` may emit a kernel (layout ops are views unless they need a copy)."""
+    if op in ctx.fused or isinstance(op, tfm.TransposeOp | tfm.SliceOp | tfm.ExpandOp | tfm.WeightOp):
+        return False
+    if isinstance(op, tfm.ReshapeOp):
+        return ctx.view_of(op.input).reshape(tfm.shape_of(op.result)) is None
+    if isinstance(op, tfm.CastOp):
+        return ctx.storage_type(op.input.type) != ctx.storage_type(op.result.type)
+    return True
+
+
+def _lower_run(ctx: TileContext, run: list[tfm.AttentionOp], lower: Callable[[TileContext, Operation], None]) -> None:
+    """One kernel for the run if `attention_group` can; else each op's kernels, interleaved."""
+    if not run or attention_group(ctx, run):
+        return
+    group: list[tuple[tfm.AttentionOp, list[tile.KernelOp]]] = []
+    for op in run:
         last = ctx.block.last_op
         lower(ctx, op)
         created, new = [], (last.next_op if last is not None else ctx.block.first_op)
@@ -68,13 +106,7 @@ def lower_interleaving_attention(
             if isinstance(new, tile.KernelOp):
                 created.append(new)
             new = new.next_op
-        if not created:
-            continue
-        if isinstance(op, tfm.AttentionOp) and _independent(op, [a for a, _ in group]):
-            group.append((op, created))
-            continue
-        _interleave(ctx, group)
-        group = [(op, created)] if isinstance(op, tfm.AttentionOp) else []
+        group.append((op, created))
     _interleave(ctx, group)
 
 
@@ -91,12 +123,17 @@ def _independent(op: tfm.AttentionOp, others: list[tfm.AttentionOp]) -> bool:
 
 
 def _interleave(ctx: TileContext, group: list[tuple[tfm.AttentionOp, list[tile.KernelOp]]]) -> None:
-    """Spread the other ops' kernels evenly between the kernels of the op with the most."""
+    """Spread the other ops' kernels evenly over the vector work of the op with the most kernels (a
+    causal prefill's later query tiles have more keys), each placed at the middle of its share."""
     if len(group) < 2:
         return
     lists = sorted((kernels for _, kernels in group), key=len, reverse=True)
     main, rest = lists[0], [k for kernels in lists[1:] for k in kernels]
-    keyed = [((i + 0.5) / len(main), 0, k) for i, k in enumerate(main)]
+    work = [max(1, vector_work(kernel)) for kernel in main]
+    total, done, keyed = sum(work), 0, []
+    for kernel, amount in zip(main, work, strict=True):
+        keyed.append(((done + amount / 2) / total, 0, kernel))
+        done += amount
     keyed += [((j + 0.5) / len(rest), 1, k) for j, k in enumerate(rest)]
     order = [k for _, _, k in sorted(keyed, key=lambda item: item[:2])]
     anchor = group[-1][1][-1].next_op  # kernels are appended as they are lowered: the group's last is last
@@ -107,3 +144,18 @@ def _interleave(ctx: TileContext, group: list[tuple[tfm.AttentionOp, list[tile.K
             ctx.block.add_op(kernel)
         else:
             ctx.block.insert_op_before(kernel, anchor)
+
+
+def vector_work(kernel: tile.KernelOp) -> int:
+    """Elements the kernel's vector instructions process, loops counted (a proxy for its VPU time)."""
+
+    def walk(block_ops: list[Operation], times: int) -> int:
+        total = 0
+        for op in block_ops:
+            if isinstance(op, tile.LoopOp):
+                total += walk(list(op.body.block.ops), times * op.count.value.data)
+            elif isinstance(op, tile.UnaryOp | tile.BinaryOp | tile.ScalarOp | tile.ReduceOp):
+                total += times * op.int_prop("rows") * op.int_prop("cols")
+        return total
+
+    return walk(list(kernel.body.block.ops), 1)

@@ -1,6 +1,7 @@
 // RUN: tasic-opt %s -p 'plan-sram{target=tiny}' | filecheck %s
-// plan-sram places each kernel's tiles 64-byte aligned: the first kernel's from 0, the second's ending at the top of
-// the 256 KiB SRAM (so that the two can overlap).
+// plan-sram places each kernel's tiles 64-byte aligned, one after another, at the lowest address the last four
+// kernels do not use (so that insert-sync lets them overlap); when SRAM (256 KiB on tiny) is too small for that, it
+// avoids fewer of them.
 
 func.func @main() {
   %x = tile.hbm {name = "x", kind = "input"} : memref<4x10xf32, "hbm">
@@ -13,6 +14,24 @@ func.func @main() {
   tile.kernel "k2" {
     %d = tile.sram {offset = -1 : i64} : memref<2x2xf32, "sram">
   }
+  tile.kernel "k3" {
+    %e = tile.sram {offset = -1 : i64} : memref<2x2xf32, "sram">
+  }
+  tile.kernel "k4" {
+    %f = tile.sram {offset = -1 : i64} : memref<2x2xf32, "sram">
+  }
+  tile.kernel "k5" {
+    %g = tile.sram {offset = -1 : i64} : memref<2x2xf32, "sram">
+  }
+  tile.kernel "k6" {
+    %j = tile.sram {offset = -1 : i64} : memref<2x2xf32, "sram">
+  }
+  tile.kernel "big" {
+    %h = tile.sram {offset = -1 : i64} : memref<200x256xf32, "sram">
+  }
+  tile.kernel "big2" {
+    %i = tile.sram {offset = -1 : i64} : memref<200x256xf32, "sram">
+  }
   func.return
 }
 
@@ -21,4 +40,18 @@ func.func @main() {
 // CHECK-NEXT: tile.sram {offset = 192 : i64} : memref<4x1xf32, "sram">
 // CHECK-NEXT: tile.sram {offset = 256 : i64} : memref<1x10xbf16, "sram">
 // CHECK: tile.kernel "k2" {
-// CHECK-NEXT: tile.sram {offset = 262080 : i64} : memref<2x2xf32, "sram">
+// CHECK-NEXT: tile.sram {offset = 320 : i64} : memref<2x2xf32, "sram">
+// CHECK: tile.kernel "k3" {
+// CHECK-NEXT: tile.sram {offset = 384 : i64} : memref<2x2xf32, "sram">
+// CHECK: tile.kernel "k4" {
+// CHECK-NEXT: tile.sram {offset = 448 : i64} : memref<2x2xf32, "sram">
+// CHECK: tile.kernel "k5" {
+// CHECK-NEXT: tile.sram {offset = 512 : i64} : memref<2x2xf32, "sram">
+// The first kernel is no longer among the last four: its bytes are free again.
+// CHECK: tile.kernel "k6" {
+// CHECK-NEXT: tile.sram {offset = 0 : i64} : memref<2x2xf32, "sram">
+// CHECK: tile.kernel "big" {
+// CHECK-NEXT: tile.sram {offset = 576 : i64} : memref<200x256xf32, "sram">
+// Two 200 KiB kernels do not fit side by side: the second cannot avoid the first and starts at 0.
+// CHECK: tile.kernel "big2" {
+// CHECK-NEXT: tile.sram {offset = 0 : i64} : memref<200x256xf32, "sram">

@@ -12,5 +12,7 @@ func.func @main(%x: tensor<2x8x32xf32>) -> tensor<2x8x64xf32> {
   %t = tfm.transpose %z {perm = [0, 2, 1]} : (tensor<2x8x64xf32>) -> tensor<2x64x8xf32>
   %r = tfm.reduce %z {fn = "mean", dims = [2], keepdim = true} : (tensor<2x8x64xf32>) -> tensor<2x8x1xf32>
   %s = tfm.slice %z {dim = 1, start = 0, end = 4, step = 1} : (tensor<2x8x64xf32>) -> tensor<2x4x64xf32>
+  // CHECK: tfm.send %z {loc = "pipeline:send0"} : (tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
+  %sent = tfm.send %z {loc = "pipeline:send0"} : (tensor<2x8x64xf32>) -> tensor<2x8x64xf32>
   func.return %z : tensor<2x8x64xf32>
 }

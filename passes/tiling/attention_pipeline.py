@@ -1,0 +1,547 @@
+"""Software-pipelined attention kernels: a list of items, each issuing its scores one item ahead.
+
+An item is one key block of a prefill query tile (flash attention, online softmax) or one chunk of
+decoding sequences of one KV head (batched decode attention). Each has two phases:
+
+    S: its keys, values (and, first in a query tile, its queries) in; S = Q K^T   (DMA, matrix engine)
+    R: softmax, P V, and when done the division and the store                    (vector, matrix engine)
+
+A kernel emits S0, S1 R0, S2 R1, ..., R(n-1) in two tile sets per kind, so the in-order matrix
+engine computes the next item's scores while the vector engine works on this one's softmax, and
+the DMA loads the next item while this one computes. Prefill and decode items of independent
+attention ops can share one kernel (`interleaved`): the vector-bound prefill items and the
+DMA-bound decode items then overlap without a kernel boundary between them::
+
+    tfm.attention (prefill, causal) + tfm.attention (decode group) -> one tile.kernel "...:prefill+decode0"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.dialects.builtin import f32
+from xdsl.ir import SSAValue
+
+from tasic.ir import tfm, tile
+from tasic.passes.tiling.builder import KernelBuilder, Pos
+from tasic.passes.tiling.context import TileContext
+from tasic.passes.tiling.dtypes import element_bytes
+from tasic.passes.tiling.kernels import ROW_TILE_MAX, loc_of
+from tasic.passes.tiling.views import View
+
+FLASH_ROWS = 4096
+"""Stacked query rows (GQA heads x queries) per flash-attention tile: 16 row folds of a 256-row array."""
+FLASH_KEYS = 2048
+"""Keys per flash-attention block (fewer when SRAM is short)."""
+FLASH_MIN_KEYS = 64
+"""Shorter attention takes whole score rows at once."""
+FLASH_MAX_ITEMS = 256
+"""More key blocks than this (in all query tiles) are not emitted one by one (attention.py rolls them)."""
+DECODE_BATCH_MAX = 64
+"""Most sequences one batched decode-attention matmul takes."""
+UNIT_SETS = 3
+"""Query-tile tile sets (and decode result sets): one being filled, one in its softmax, one finishing."""
+
+
+def scale_and_cap(
+    kb: KernelBuilder, scores: SSAValue, scale: float, softcap: float | None, rows: int, cols: int
+) -> None:
+    """scores *= scale (none when 1: fold-attention-scale moved it into the queries), then
+    softcap * tanh(scores / softcap) when the model caps its logits."""
+    if scale != 1.0:
+        kb.add(tile.ScalarOp("mul", scores, scores, scale, rows, cols))
+    if softcap is not None:
+        kb.add(tile.ScalarOp("div", scores, scores, softcap, rows, cols))
+        kb.add(tile.UnaryOp("tanh", scores, scores, rows, cols))
+        kb.add(tile.ScalarOp("mul", scores, scores, softcap, rows, cols))
+
+
+def _softcap(op: tfm.AttentionOp) -> float | None:
+    return op.softcap.value.data if op.softcap is not None else None
+
+
+@dataclass(frozen=True)
+class FlashPlan:
+    """How one prefill attention op is tiled: query tiles of `tq` queries (`rows` stacked GQA rows),
+    key blocks of `kb` keys."""
+
+    op: tfm.AttentionOp
+    q: View
+    k_t: View
+    v: View
+    out: View
+    rows: int
+    d: int
+    dv: int
+    kb: int
+    tq: int
+    group: int
+
+    def blocks(self, q0: int, nq: int) -> tuple[int, list[tuple[int, int, int | None]]]:
+        """Full blocks (every row sees every key) and the (start, keys, diagonal) blocks after them."""
+        sq, sk = self.q.shape[2], self.k_t.shape[3]
+        offset = sk - sq  # query i sees keys j <= i + offset
+        causal = self.op.causal.value.data
+        last = min(sk, q0 + nq + offset) if causal else sk  # keys any row of the tile sees
+        unmasked = max(0, min(last, q0 + 1 + offset)) if causal else sk  # keys every row sees
+        full_blocks = unmasked // self.kb
+        masked = [
+            (k0, min(self.kb, last - k0), q0 + offset - k0 if causal else None)
+            for k0 in range(full_blocks * self.kb, last, self.kb)
+        ]
+        return full_blocks, masked
+
+    def units(self) -> list[tuple[int, int, int]]:
+        """(batch, first query, KV head) of every query tile."""
+        batch, _, sq, _ = self.q.shape
+        kv_heads = self.k_t.shape[1]
+        return [(b, q0, hk) for q0 in range(0, sq, self.tq) for b in range(batch) for hk in range(kv_heads)]
+
+    def items(self, units: list[tuple[int, int, int]]) -> list[FlashItem]:
+        """Every key block of the given query tiles, in order."""
+        items = []
+        sq = self.q.shape[2]
+        for b, q0, hk in units:
+            nq = min(self.tq, sq - q0)
+            full_blocks, masked = self.blocks(q0, nq)
+            blocks = [(k0, self.kb, None) for k0 in range(0, full_blocks * self.kb, self.kb)] + masked
+            items += [
+                FlashItem(self, b, q0, nq, hk, k0, nk, diagonal, i == 0, i == len(blocks) - 1)
+                for i, (k0, nk, diagonal) in enumerate(blocks)
+            ]
+        return items
+
+    def unit_bytes(self, mxu_bytes: int) -> int:
+        """SRAM bytes of one query tile's tiles."""
+        return self.rows * (self.d * mxu_bytes + self.dv * 4 + 5 * 4)
+
+    def block_bytes(self, mxu_bytes: int) -> int:
+        """SRAM bytes of one key block's tiles."""
+        return self.rows * self.kb * (4 + mxu_bytes) + self.kb * (self.d + self.dv) * mxu_bytes
+
+
+def flash_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None) -> FlashPlan | None:
+    """The flash tiling of a long attention (prefill) whose pipelined tile sets fit `budget` bytes of
+    SRAM (all the kernel may use by default), or None."""
+    budget = budget or ctx.sram_budget
+    q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
+    _, heads, sq, d = q.shape
+    kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
+    group = heads // kv_heads
+    if op.mask is not None or op.window is not None or sk <= FLASH_MIN_KEYS or sq == 1:
+        return None
+    eb = element_bytes(ctx.mxu_type)
+    tq, kb = min(sq, max(1, FLASH_ROWS // group)), min(sk, FLASH_KEYS)
+
+    def need(tq: int, kb: int) -> int:
+        rows = group * tq
+        return UNIT_SETS * rows * (d * eb + dv * 4 + 5 * 4) + 2 * (rows * kb * (4 + eb) + kb * (d + dv) * eb)
+
+    while need(tq, kb) > budget and (kb > 16 or tq > 1):
+        if kb > 16 and kb * group >= tq:
+            kb //= 2
+        else:
+            tq //= 2
+    if need(tq, kb) > budget:
+        return None
+    out = ctx.output_view(op.result)
+    return FlashPlan(op, q, k.permute([0, 1, 3, 2]), v, out, group * tq, d, dv, kb, tq, group)
+
+
+@dataclass(frozen=True)
+class FlashItem:
+    """One key block of one query tile."""
+
+    plan: FlashPlan
+    b: int
+    q0: int
+    nq: int
+    hk: int
+    k0: int
+    nk: int
+    diagonal: int | None
+    first: bool  # the tile's first block: load its queries, reset its statistics
+    last: bool  # the tile's last block: divide and store
+
+    @property
+    def vector_work(self) -> int:
+        """Score elements the vector engine processes."""
+        return self.plan.rows * self.nk
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How one decode attention op is tiled: `nb` sequences of a KV head per item, a GQA group's query
+    heads stacked as the `rows` of each sequence's tile."""
+
+    op: tfm.AttentionOp
+    q_rows: View
+    k_t: View
+    v: View
+    out_rows: View
+    rows: int
+    d: int
+    sk: int
+    dv: int
+    nb: int
+
+    def items(self) -> list[DecodeItem]:
+        """Chunks of `nb` sequences of every KV head."""
+        batch, kv_heads = self.q_rows.shape[:2]
+        return [
+            DecodeItem(self, hk, b0, min(self.nb, batch - b0))
+            for hk in range(kv_heads)
+            for b0 in range(0, batch, self.nb)
+        ]
+
+    def result_bytes(self) -> int:
+        """SRAM bytes of one sequence's output accumulator and row sums."""
+        return self.rows * (self.dv + 1) * 4
+
+    def sequence_bytes(self, mxu_bytes: int) -> int:
+        """SRAM bytes one sequence of an item takes."""
+        rows, d, sk, dv = self.rows, self.d, self.sk, self.dv
+        return (
+            rows * d * mxu_bytes
+            + d * sk * mxu_bytes
+            + sk * dv * mxu_bytes
+            + rows * sk * (4 + mxu_bytes)
+            + rows * (dv + 1) * 4
+        )
+
+
+def _stacked_heads(view: View, batch: int, kv_heads: int, group: int) -> View | None:
+    """q [B, H, S, D] as [B, Hkv, group*S, D] (a GQA group's query rows stacked), if strides allow."""
+    _, _, s, d = view.shape
+    return view.reshape((batch, kv_heads, group * s, d))
+
+
+def decode_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None) -> DecodePlan | None:
+    """The batched tiling of a decode attention (few query rows per sequence, many sequences) within
+    `budget` bytes of SRAM (all the kernel may use by default), or None."""
+    budget = budget or ctx.sram_budget
+    q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
+    batch, heads, sq, d = q.shape
+    kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
+    group = heads // kv_heads
+    rows = group * sq
+    causal_is_free = not op.causal.value.data or sq == 1
+    if op.mask is not None or op.window is not None or not causal_is_free or batch == 1 or rows > ROW_TILE_MAX:
+        return None
+    q_rows = _stacked_heads(q, batch, kv_heads, group)
+    if q_rows is None:
+        return None
+    plan = DecodePlan(op, q_rows, k.permute([0, 1, 3, 2]), v, q_rows, rows, d, sk, dv, 1)
+    per_sequence = 2 * plan.sequence_bytes(element_bytes(ctx.mxu_type)) + (UNIT_SETS - 2) * plan.result_bytes()
+    nb = min(batch, DECODE_BATCH_MAX, max(1, budget // per_sequence))
+    if nb * per_sequence > budget:
+        return None
+    out_rows = _stacked_heads(ctx.output_view(op.result), batch, kv_heads, group)
+    assert out_rows is not None, "a fresh result buffer is dense"
+    return DecodePlan(op, q_rows, plan.k_t, v, out_rows, rows, d, sk, dv, nb)
+
+
+@dataclass(frozen=True)
+class DecodeItem:
+    """`n` sequences from `b0` of KV head `hk`."""
+
+    plan: DecodePlan
+    hk: int
+    b0: int
+    n: int
+
+    @property
+    def vector_work(self) -> int:
+        """Score elements the vector engine processes."""
+        return self.n * self.plan.rows * self.plan.sk
+
+
+Item = FlashItem | DecodeItem
+
+
+@dataclass(frozen=True)
+class UnitTiles:
+    """A query tile's tiles: queries, output accumulator and row statistics."""
+
+    qt: SSAValue
+    acc: SSAValue
+    m: SSAValue
+    m_new: SSAValue
+    denom: SSAValue
+    stat: SSAValue
+
+
+@dataclass(frozen=True)
+class BlockTiles:
+    """A key block's tiles (or a decode item's): keys (transposed), values, scores, probabilities."""
+
+    kt: SSAValue
+    vt: SSAValue
+    scores: SSAValue
+    probs: SSAValue
+
+
+@dataclass(frozen=True)
+class _DecodeTiles:
+    """A decode item's tiles."""
+
+    qt: SSAValue
+    block: BlockTiles
+    acc: SSAValue
+    stat: SSAValue
+
+
+def sram_bytes(items: list[Item], mxu_bytes: int) -> int:
+    """SRAM the pipelined kernel of `items` needs: its tile sets (`emit_pipelined`), each as large as
+    the largest item's of its kind."""
+    flash = [item.plan for item in items if isinstance(item, FlashItem)]
+    decode = [item.plan for item in items if isinstance(item, DecodeItem)]
+    total = UNIT_SETS * max((p.unit_bytes(mxu_bytes) for p in flash), default=0)
+    total += 2 * max((p.block_bytes(mxu_bytes) for p in flash), default=0)
+    total += 2 * max((p.nb * p.sequence_bytes(mxu_bytes) for p in decode), default=0)
+    return total + (UNIT_SETS - 2) * max((p.nb * p.result_bytes() for p in decode), default=0)
+
+
+def interleaved(prefill: list[Item], decode: list[Item]) -> list[Item]:
+    """Decode items spread evenly over the prefill items' vector work, each at the middle of its share."""
+    total = sum(item.vector_work for item in prefill) or 1
+    keyed, done = [], 0
+    for item in prefill:
+        keyed.append(((done + item.vector_work / 2) / total, 0, len(keyed), item))
+        done += item.vector_work
+    keyed += [((j + 0.5) / len(decode), 1, j, item) for j, item in enumerate(decode)]
+    return [item for *_, item in sorted(keyed, key=lambda entry: entry[:3])]
+
+
+def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
+    """One kernel over `items` in three phases each (module docstring): S0, S1 R0, S2 R1 F0, ...,
+    R(n-1) F(n-2), F(n-1). An item's P V runs on the matrix engine while the vector engine does the
+    next item's softmax, before this item's division and store (F). Scores and key blocks take two
+    tile sets, what F reads three."""
+    mxu = ctx.mxu_type
+    kern = ctx.kernel(loc)
+    flash = [item.plan for item in items if isinstance(item, FlashItem)]
+    decode = [item.plan for item in items if isinstance(item, DecodeItem)]
+
+    def largest(values: list[int]) -> int:
+        return max(values, default=1)
+
+    unit_sets: list[UnitTiles] = []
+    block_sets: list[BlockTiles] = []
+    decode_blocks: list[tuple[SSAValue, BlockTiles]] = []
+    decode_results: list[tuple[SSAValue, SSAValue]] = []
+    if flash:
+        rows, d, dv, kb = (largest([getattr(p, f) for p in flash]) for f in ("rows", "d", "dv", "kb"))
+        for _ in range(UNIT_SETS):
+            stats = (kern.sram(shape, f32) for shape in ((rows, dv), *[(rows, 1)] * 4))
+            unit_sets.append(UnitTiles(kern.sram((rows, d), mxu), *stats))
+        for _ in range(2):
+            block_sets.append(
+                BlockTiles(
+                    kern.sram((d, kb), mxu),
+                    kern.sram((kb, dv), mxu),
+                    kern.sram((rows, kb), f32),
+                    kern.sram((rows, kb), mxu),
+                )
+            )
+    if decode:
+        seq_rows = largest([p.nb * p.rows for p in decode])
+        d, dv, sk = largest([p.d for p in decode]), largest([p.dv for p in decode]), largest([p.sk for p in decode])
+        for _ in range(2):  # per-sequence tiles packed one after another
+            block = BlockTiles(
+                kern.sram((largest([p.nb * p.d for p in decode]), sk), mxu),
+                kern.sram((largest([p.nb * p.sk for p in decode]), dv), mxu),
+                kern.sram((seq_rows, sk), f32),
+                kern.sram((seq_rows, sk), mxu),
+            )
+            decode_blocks.append((kern.sram((seq_rows, d), mxu), block))
+        for _ in range(UNIT_SETS):
+            decode_results.append((kern.sram((seq_rows, dv), f32), kern.sram((seq_rows, 1), f32)))
+
+    units_seen, blocks_seen, decodes_seen = -1, -1, -1
+    assigned: list[tuple[UnitTiles, BlockTiles] | _DecodeTiles] = []
+    for item in items:
+        if isinstance(item, FlashItem):
+            units_seen += item.first
+            blocks_seen += 1
+            assigned.append((unit_sets[units_seen % UNIT_SETS], block_sets[blocks_seen % 2]))
+        else:
+            decodes_seen += 1
+            qt, block = decode_blocks[decodes_seen % 2]
+            assigned.append(_DecodeTiles(qt, block, *decode_results[decodes_seen % UNIT_SETS]))
+
+    def scores(index: int) -> None:
+        item, tiles = items[index], assigned[index]
+        if isinstance(item, FlashItem):
+            assert isinstance(tiles, tuple)
+            _flash_scores(kern, item, tiles)
+        else:
+            assert isinstance(tiles, _DecodeTiles)
+            _decode_scores(kern, item, tiles)
+
+    def softmax(index: int) -> None:
+        item, tiles = items[index], assigned[index]
+        if isinstance(item, FlashItem):
+            assert isinstance(tiles, tuple)
+            _flash_softmax(kern, item, tiles)
+        else:
+            assert isinstance(tiles, _DecodeTiles)
+            _decode_softmax(kern, item, tiles)
+
+    def final(index: int) -> None:
+        item, tiles = items[index], assigned[index]
+        if isinstance(item, FlashItem):
+            assert isinstance(tiles, tuple)
+            if item.last:
+                finish(kern, item.plan, tiles[0], Pos(item.b), Pos(item.hk), item.q0, item.nq)
+        else:
+            assert isinstance(tiles, _DecodeTiles)
+            _decode_finish(kern, item, tiles)
+
+    for index in range(len(items) + 2):
+        if index < len(items):
+            scores(index)
+        if 0 <= index - 1 < len(items):
+            softmax(index - 1)
+        if index >= 2:
+            final(index - 2)
+
+
+def load_queries(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Pos, q0: int, nq: int) -> None:
+    """A GQA group's query rows stacked into one tile."""
+
+    def each_head(g: Pos, _one: int) -> None:
+        kern.load(
+            plan.q, [b, hk.scaled(plan.group) + g, Pos(q0), Pos()], nq, plan.d, unit.qt, g.scaled(plan.tq * plan.d)
+        )
+
+    kern.tiled_range(plan.group, 1, each_head)
+
+
+def reset_statistics(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles) -> None:
+    """A query tile's running max, sum and output start afresh."""
+    kern.add(tile.FillOp(unit.m, float("-inf"), plan.rows, 1))
+    kern.add(tile.FillOp(unit.denom, 0.0, plan.rows, 1))
+    kern.add(tile.FillOp(unit.acc, 0.0, plan.rows, plan.dv))
+
+
+def block_scores(
+    kern: KernelBuilder,
+    plan: FlashPlan,
+    unit: UnitTiles,
+    block: BlockTiles,
+    at: tuple[Pos, Pos, Pos],
+    nk: int,
+) -> None:
+    """A key block's keys and values in, S = Q K^T (DMA and matrix engine only); `at` is (batch, KV
+    head, first key)."""
+    b, hk, k0 = at
+    kern.load(plan.k_t, [b, hk, Pos(), k0], plan.d, nk, block.kt)
+    kern.load(plan.v, [b, hk, k0, Pos()], nk, plan.dv, block.vt)
+    kern.add(tile.MatmulOp(unit.qt, block.kt, block.scores, plan.rows, nk, plan.d, accumulate=False))
+
+
+def mask_scores(kern: KernelBuilder, plan: FlashPlan, block: BlockTiles, nk: int, diagonal: int | None) -> None:
+    """S * scale (soft-capped), causally masked on a block that crosses the diagonal."""
+    scale_and_cap(kern, block.scores, plan.op.scale.value.data, _softcap(plan.op), plan.rows, nk)
+    if diagonal is not None:
+        kern.add(tile.CausalMaskOp(block.scores, plan.rows, nk, diagonal, [0] * kern.depth, period=plan.tq))
+
+
+def _flash_scores(kern: KernelBuilder, item: FlashItem, tiles: tuple[UnitTiles, BlockTiles]) -> None:
+    """The block's scores, scaled and masked (measured faster with the masking here than in the softmax
+    phase: the vector engine then finds the scores of the next item ready sooner)."""
+    unit, block = tiles
+    b, hk = Pos(item.b), Pos(item.hk)
+    if item.first:
+        load_queries(kern, item.plan, unit, b, hk, item.q0, item.nq)
+        reset_statistics(kern, item.plan, unit)
+    block_scores(kern, item.plan, unit, block, (b, hk, Pos(item.k0)), item.nk)
+    mask_scores(kern, item.plan, block, item.nk, item.diagonal)
+
+
+def _flash_softmax(kern: KernelBuilder, item: FlashItem, tiles: tuple[UnitTiles, BlockTiles]) -> None:
+    unit, block = tiles
+    online_softmax(kern, unit, block, item.plan.rows, item.plan.dv, item.nk)
+
+
+def online_softmax(kern: KernelBuilder, unit: UnitTiles, block: BlockTiles, rows: int, dv: int, nk: int) -> None:
+    """m' = max(m, rowmax S), P = exp(S - m'), l = l e^(m - m') + rowsum P, O = O e^(m - m') + P V."""
+    scores, probs, m, m_new, denom, stat, acc = (
+        block.scores, block.probs, unit.m, unit.m_new, unit.denom, unit.stat, unit.acc,
+    )  # fmt: skip
+    kern.add(tile.ReduceOp("max", scores, stat, rows, nk))
+    kern.add(tile.BinaryOp("max", m, stat, m_new, rows, 1))
+    kern.add(tile.BinaryOp("sub", scores, m_new, scores, rows, nk, "row"))
+    kern.add(tile.UnaryOp("exp", scores, probs, rows, nk))  # rounded to the MXU dtype once, summed as used
+    kern.add(tile.BinaryOp("sub", m, m_new, m, rows, 1))
+    kern.add(tile.UnaryOp("exp", m, m, rows, 1))  # the correction e^(m - m')
+    kern.add(tile.BinaryOp("mul", denom, m, denom, rows, 1))
+    kern.add(tile.ReduceOp("sum", probs, stat, rows, nk))
+    kern.add(tile.BinaryOp("add", denom, stat, denom, rows, 1))
+    kern.add(tile.BinaryOp("mul", acc, m, acc, rows, dv, "row"))
+    kern.add(tile.MatmulOp(probs, block.vt, acc, rows, dv, nk, accumulate=True))
+    kern.add(tile.UnaryOp("copy", m_new, m, rows, 1))
+
+
+def finish(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Pos, q0: int, nq: int) -> None:
+    """O / l stored to each head's rows of the result."""
+    kern.add(tile.BinaryOp("div", unit.acc, unit.denom, unit.acc, plan.rows, plan.dv, "row"))
+
+    def store_head(g: Pos, _one: int) -> None:
+        at = [b, hk.scaled(plan.group) + g, Pos(q0), Pos()]
+        kern.store(unit.acc, plan.out, at, nq, plan.dv, g.scaled(plan.tq * plan.dv))
+
+    kern.tiled_range(plan.group, 1, store_head)
+
+
+def _decode_scores(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
+    """Each sequence's stacked queries, keys and values in; S = Q K^T * scale for all of them, one
+    instruction."""
+    p, block = item.plan, tiles.block
+    hk, b0 = Pos(item.hk), Pos(item.b0)
+
+    def load_one(i: Pos, _one: int) -> None:
+        b = b0 + i
+        kern.load(p.q_rows, [b, hk, Pos(), Pos()], p.rows, p.d, tiles.qt, i.scaled(p.rows * p.d))
+        kern.load(p.k_t, [b, hk, Pos(), Pos()], p.d, p.sk, block.kt, i.scaled(p.d * p.sk))
+        kern.load(p.v, [b, hk, Pos(), Pos()], p.sk, p.dv, block.vt, i.scaled(p.sk * p.dv))
+
+    kern.tiled_range(item.n, 1, load_one)
+    kern.add(tile.MatmulOp(tiles.qt, block.kt, block.scores, p.rows, p.sk, p.d, accumulate=False, batch=item.n))
+    scale_and_cap(kern, block.scores, p.op.scale.value.data, _softcap(p.op), item.n * p.rows, p.sk)
+
+
+def _decode_softmax(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
+    """P = exp(S - rowmax S) in the MXU dtype, its row sums, and O = P V."""
+    p, block = item.plan, tiles.block
+    rows = item.n * p.rows
+    kern.add(tile.ReduceOp("max", block.scores, tiles.stat, rows, p.sk))
+    kern.add(tile.BinaryOp("sub", block.scores, tiles.stat, block.scores, rows, p.sk, "row"))
+    kern.add(tile.UnaryOp("exp", block.scores, block.probs, rows, p.sk))  # rounded once, summed as used
+    kern.add(tile.ReduceOp("sum", block.probs, tiles.stat, rows, p.sk))
+    kern.add(tile.MatmulOp(block.probs, block.vt, tiles.acc, p.rows, p.dv, p.sk, accumulate=False, batch=item.n))
+
+
+def _decode_finish(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
+    """O / rowsum P, stored sequence by sequence."""
+    p = item.plan
+    kern.add(tile.BinaryOp("div", tiles.acc, tiles.stat, tiles.acc, item.n * p.rows, p.dv, "row"))
+    hk, b0 = Pos(item.hk), Pos(item.b0)
+
+    def store(i: Pos, _one: int) -> None:
+        kern.store(tiles.acc, p.out_rows, [b0 + i, hk, Pos(), Pos()], p.rows, p.dv, i.scaled(p.rows * p.dv))
+
+    kern.tiled_range(item.n, 1, store)
+
+
+def item_loc(items: list[Item]) -> str:
+    """The kernel's location: its ops' locations joined by '+' (the first op's in full)."""
+    locs: list[str] = []
+    for item in items:
+        loc = loc_of(item.plan.op)
+        if loc not in locs:
+            locs.append(loc)
+    head = locs[0]
+    prefix = head.rsplit(":", 1)[0] + ":" if ":" in head else ""
+    return "+".join([head, *(loc.removeprefix(prefix) for loc in locs[1:])])
