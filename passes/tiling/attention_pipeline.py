@@ -1,16 +1,19 @@
 """Software-pipelined attention kernels: a list of items, each issuing its scores one item ahead.
 
 An item is one key block of a prefill query tile (flash attention, online softmax) or one chunk of
-decoding sequences of one KV head (batched decode attention). Each has two phases:
+decoding sequences of one KV head (batched decode attention). Each has four phases:
 
-    S: its keys, values (and, first in a query tile, its queries) in; S = Q K^T   (DMA, matrix engine)
-    R: softmax, P V, and when done the division and the store                    (vector, matrix engine)
+    S: its keys, values (and first in a query tile its queries) in; S = Q K^T, scaled, masked
+    R: the softmax's vector work (row max, exp in the MXU dtype, row sums, rescaling)
+    P: O (+)= P V on the matrix engine
+    F: when the item ends its query tile (or chunk): O / row sums, stored
 
-A kernel emits S0, S1 R0, S2 R1, ..., R(n-1) in two tile sets per kind, so the in-order matrix
-engine computes the next item's scores while the vector engine works on this one's softmax, and
-the DMA loads the next item while this one computes. Prefill and decode items of independent
-attention ops can share one kernel (`interleaved`): the vector-bound prefill items and the
-DMA-bound decode items then overlap without a kernel boundary between them::
+A kernel emits, for i = 0, 1, ...: R(i-1), S(i), P(i-1), F(i-2), in two sets of score tiles and
+three of result tiles. The in-order engines then overlap: the matrix engine computes the next
+scores and this P V while the vector engine works on the next softmax, and the DMA loads the next
+item while this one computes. Prefill and decode items of independent attention ops can share one
+kernel (`interleaved`): the vector-bound prefill items and the DMA-bound decode items then overlap
+without a kernel boundary between them::
 
     tfm.attention (prefill, causal) + tfm.attention (decode group) -> one tile.kernel "...:prefill+decode0"
 """
@@ -314,10 +317,8 @@ def interleaved(prefill: list[Item], decode: list[Item]) -> list[Item]:
 
 
 def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
-    """One kernel over `items` in three phases each (module docstring): S0, S1 R0, S2 R1 F0, ...,
-    R(n-1) F(n-2), F(n-1). An item's P V runs on the matrix engine while the vector engine does the
-    next item's softmax, before this item's division and store (F). Scores and key blocks take two
-    tile sets, what F reads three."""
+    """One kernel over `items`, phases interleaved as R(i-1), S(i), P(i-1), F(i-2) (module docstring).
+    Scores and key blocks take two tile sets, what F reads three."""
     mxu = ctx.mxu_type
     kern = ctx.kernel(loc)
     flash = [item.plan for item in items if isinstance(item, FlashItem)]
@@ -379,14 +380,19 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
             assert isinstance(tiles, _DecodeTiles)
             _decode_scores(kern, item, tiles)
 
-    def softmax(index: int) -> None:
+    def softmax(index: int, product: bool) -> None:
+        """The vector part of the softmax, or (`product`) its P V on the matrix engine."""
         item, tiles = items[index], assigned[index]
         if isinstance(item, FlashItem):
             assert isinstance(tiles, tuple)
-            _flash_softmax(kern, item, tiles)
+            unit, block = tiles
+            if product:
+                kern.add(tile.MatmulOp(block.probs, block.vt, unit.acc, item.plan.rows, item.plan.dv, item.nk, True))
+            else:
+                online_softmax_vector(kern, unit, block, item.plan.rows, item.plan.dv, item.nk)
         else:
             assert isinstance(tiles, _DecodeTiles)
-            _decode_softmax(kern, item, tiles)
+            (_decode_product if product else _decode_softmax)(kern, item, tiles)
 
     def final(index: int) -> None:
         item, tiles = items[index], assigned[index]
@@ -399,10 +405,13 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
             _decode_finish(kern, item, tiles)
 
     for index in range(len(items) + 2):
+        previous = 0 <= index - 1 < len(items)
+        if previous:
+            softmax(index - 1, product=False)
         if index < len(items):
             scores(index)
-        if 0 <= index - 1 < len(items):
-            softmax(index - 1)
+        if previous:
+            softmax(index - 1, product=True)
         if index >= 2:
             final(index - 2)
 
@@ -460,13 +469,14 @@ def _flash_scores(kern: KernelBuilder, item: FlashItem, tiles: tuple[UnitTiles, 
     mask_scores(kern, item.plan, block, item.nk, item.diagonal)
 
 
-def _flash_softmax(kern: KernelBuilder, item: FlashItem, tiles: tuple[UnitTiles, BlockTiles]) -> None:
-    unit, block = tiles
-    online_softmax(kern, unit, block, item.plan.rows, item.plan.dv, item.nk)
-
-
 def online_softmax(kern: KernelBuilder, unit: UnitTiles, block: BlockTiles, rows: int, dv: int, nk: int) -> None:
     """m' = max(m, rowmax S), P = exp(S - m'), l = l e^(m - m') + rowsum P, O = O e^(m - m') + P V."""
+    online_softmax_vector(kern, unit, block, rows, dv, nk)
+    kern.add(tile.MatmulOp(block.probs, block.vt, unit.acc, rows, dv, nk, accumulate=True))
+
+
+def online_softmax_vector(kern: KernelBuilder, unit: UnitTiles, block: BlockTiles, rows: int, dv: int, nk: int) -> None:
+    """The vector engine's part of `online_softmax`: everything but O += P V."""
     scores, probs, m, m_new, denom, stat, acc = (
         block.scores, block.probs, unit.m, unit.m_new, unit.denom, unit.stat, unit.acc,
     )  # fmt: skip
@@ -480,7 +490,6 @@ def online_softmax(kern: KernelBuilder, unit: UnitTiles, block: BlockTiles, rows
     kern.add(tile.ReduceOp("sum", probs, stat, rows, nk))
     kern.add(tile.BinaryOp("add", denom, stat, denom, rows, 1))
     kern.add(tile.BinaryOp("mul", acc, m, acc, rows, dv, "row"))
-    kern.add(tile.MatmulOp(probs, block.vt, acc, rows, dv, nk, accumulate=True))
     kern.add(tile.UnaryOp("copy", m_new, m, rows, 1))
 
 
@@ -513,13 +522,18 @@ def _decode_scores(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -
 
 
 def _decode_softmax(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
-    """P = exp(S - rowmax S) in the MXU dtype, its row sums, and O = P V."""
+    """P = exp(S - rowmax S) in the MXU dtype and its row sums."""
     p, block = item.plan, tiles.block
     rows = item.n * p.rows
     kern.add(tile.ReduceOp("max", block.scores, tiles.stat, rows, p.sk))
     kern.add(tile.BinaryOp("sub", block.scores, tiles.stat, block.scores, rows, p.sk, "row"))
     kern.add(tile.UnaryOp("exp", block.scores, block.probs, rows, p.sk))  # rounded once, summed as used
     kern.add(tile.ReduceOp("sum", block.probs, tiles.stat, rows, p.sk))
+
+
+def _decode_product(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
+    """O = P V for every sequence of the item, one instruction."""
+    p, block = item.plan, tiles.block
     kern.add(tile.MatmulOp(block.probs, block.vt, tiles.acc, p.rows, p.dv, p.sk, accumulate=False, batch=item.n))
 
 
