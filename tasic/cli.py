@@ -35,6 +35,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
     from tasic.compiler import compile_module, default_pipeline
 
     target = load_target(args.target)
+    args.dtype = args.dtype or ("bf16" if args.config is not None else "f32")  # a serving step runs in bf16
     if args.print_pipeline:
         print(args.pipeline or default_pipeline(target.spec, args.dtype, args.tp, args.quantize, args.calibration))
         return
@@ -312,7 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("-o", "--output", default="model.tbin", help="output binary (default: model.tbin)")
     comp.add_argument("--target", default="tiny", help="target name or .toml file (see `tasic targets`; default tiny)")
-    comp.add_argument("--dtype", default="f32", help="storage and matrix dtype of floats: f32 or bf16 (default f32)")
+    comp.add_argument(
+        "--dtype",
+        help="storage and matrix dtype of floats (default f32; bf16 for a --config serving step, as it is served)",
+    )
     _quantize_options(comp)
     comp.add_argument("--batch", type=int, default=1, help="batch size compiled in (default 1)")
     comp.add_argument("--seq-len", type=int, default=16, help="sequence length compiled in (default 16)")

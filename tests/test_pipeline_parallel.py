@@ -126,6 +126,7 @@ def test_cli_writes_one_binary_per_distinct_stage(tmp_path: Path, capsys: pytest
     captured = capsys.readouterr()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step.stage0.tbin", "step.stage1.tbin", "step.stage7.tbin"]
     assert "runs as stage(s) 1, 2, 3, 4, 5, 6" in captured.err
+    assert "8 chip(s) of sohu-like (8 pipeline stages of 1), bf16" in captured.err  # a serving step's default
     assert "8 stages x 1 x sohu-like" in captured.out and "a token's latency through all 8 stages" in captured.out
     assert main(["compile", "--config", "llama-3-70b", "--timing-only", "--tp", "2", "--pp", "8"]) == 1
     assert "--tp 2 x --pp 8 needs 16 chips" in capsys.readouterr().err
