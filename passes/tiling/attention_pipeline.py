@@ -21,6 +21,7 @@ without a kernel boundary between them::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from xdsl.dialects.builtin import f32
 from xdsl.ir import SSAValue
@@ -44,6 +45,8 @@ DECODE_BATCH_MAX = 64
 """Most sequences one batched decode-attention matmul takes."""
 UNIT_SETS = 3
 """Query-tile tile sets (and decode result sets): one being filled, one in its softmax, one finishing."""
+
+T = TypeVar("T")
 
 
 def scale_and_cap(
@@ -305,15 +308,21 @@ def sram_bytes(items: list[Item], mxu_bytes: int) -> int:
     return total + (UNIT_SETS - 2) * max((p.nb * p.result_bytes() for p in decode), default=0)
 
 
-def interleaved(prefill: list[Item], decode: list[Item]) -> list[Item]:
-    """Decode items spread evenly over the prefill items' vector work, each at the middle of its share."""
-    total = sum(item.vector_work for item in prefill) or 1
+def spread(main: list[T], work: list[int], others: list[T]) -> list[T]:
+    """`main` in order with `others` spread evenly over its `work`: each of `others` at the middle of
+    its equal share of the total, each of `main` at the middle of its own work."""
+    total = sum(work) or 1
     keyed, done = [], 0
-    for item in prefill:
-        keyed.append(((done + item.vector_work / 2) / total, 0, len(keyed), item))
-        done += item.vector_work
-    keyed += [((j + 0.5) / len(decode), 1, j, item) for j, item in enumerate(decode)]
+    for index, (item, amount) in enumerate(zip(main, work, strict=True)):
+        keyed.append(((done + amount / 2) / total, 0, index, item))
+        done += amount
+    keyed += [((j + 0.5) / len(others), 1, j, item) for j, item in enumerate(others)]
     return [item for *_, item in sorted(keyed, key=lambda entry: entry[:3])]
+
+
+def interleaved(prefill: list[Item], decode: list[Item]) -> list[Item]:
+    """Decode items spread evenly over the prefill items' vector work."""
+    return spread(prefill, [item.vector_work for item in prefill], decode)
 
 
 def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:

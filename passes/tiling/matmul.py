@@ -55,7 +55,7 @@ def _matmul_tiles(
             return best
     rows, cols = ctx.target.mxu.rows, ctx.target.mxu.cols
     tm, tn, tk = min(m, 8 * rows), min(n, 8 * cols), min(k, 16 * max(rows, cols))
-    while matmul_tile_bytes(tm, tn, tk, eb, 1, output_tiles) > ctx.sram_budget:
+    while matmul_tile_bytes(tm, tn, tk, eb, 1, output_tiles, k) > ctx.sram_budget:
         if tk > max(rows, cols) and tk >= max(tm, tn):
             tk = -(-tk // 2)
         elif tm >= tn and tm > 1:
@@ -126,14 +126,10 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
 
     def output_tile(bstarts: list[Pos], m0: Pos, nm: int, n0: Pos, nn: int) -> None:
         def k_step(k0: Pos, nk: int, accumulate: bool) -> None:
-            x, w = (lhs, rhs) if accumulate else (first_lhs, first_rhs)
-            if lhs_once:
-                x = lhs
-            else:
+            x, w = (lhs, rhs) if accumulate else (first_lhs, first_rhs)  # one K step when loaded once
+            if not lhs_once:
                 kb.load(a_full, [*bstarts, m0, k0], nm, nk, x)
-            if rhs_once:
-                w = rhs
-            else:
+            if not rhs_once:
                 kb.load(b_full, [*bstarts, k0, n0], nk, nn, w)
             kb.add(tile.MatmulOp(x, w, acc, nm, nn, nk, accumulate=accumulate))
 
@@ -192,14 +188,10 @@ def _gated_matmul(
 
     def output_tile(m0: Pos, nm: int, n0: Pos, nn: int) -> None:
         def k_step(k0: Pos, nk: int, accumulate: bool) -> None:
-            x, gate, upw = (lhs, rhs_gate, rhs_up) if accumulate else firsts
-            if lhs_once:
-                x = lhs
-            else:
+            x, gate, upw = (lhs, rhs_gate, rhs_up) if accumulate else firsts  # one K step when loaded once
+            if not lhs_once:
                 kb.load(a, [m0, k0], nm, nk, x)
-            if rhs_once:
-                gate, upw = rhs_gate, rhs_up
-            else:
+            if not rhs_once:
                 kb.load(b, [k0, n0], nk, nn, gate)
                 kb.load(b, [k0, n0 + up], nk, nn, upw)
             kb.add(tile.MatmulOp(x, gate, acc_gate, nm, nn, nk, accumulate=accumulate))
@@ -233,7 +225,7 @@ def _all_reduce_chunks(
     unit = ctx.target.mxu.rows
     tm = min(m, max(unit, -(-m // ALL_REDUCE_CHUNKS) // unit * unit))
     tk = k
-    while matmul_tile_bytes(tm, n, tk, eb, 2, output_tiles) > ctx.sram_budget:
+    while matmul_tile_bytes(tm, n, tk, eb, 2, output_tiles, k) > ctx.sram_budget:
         if tk <= unit:
             return None
         tk = -(-tk // 2)

@@ -20,6 +20,7 @@ from xdsl.ir import Operation, SSAValue
 
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.attention import attention_group
+from tasic.passes.tiling.attention_pipeline import spread
 from tasic.passes.tiling.context import TileContext
 
 LAYOUT_OPS = (tfm.ReshapeOp, tfm.TransposeOp, tfm.SliceOp, tfm.ExpandOp)
@@ -66,18 +67,16 @@ def lower_interleaving_attention(
     that read it are views of it."""
     run: list[tfm.AttentionOp] = []
     for op in ops:
-        is_attention = isinstance(op, tfm.AttentionOp)
-        if is_attention and _independent(op, run):
+        if isinstance(op, tfm.AttentionOp):
+            if not _independent(op, run):  # it reads the run's results: the run goes first
+                _lower_run(ctx, run, lower)
+                run = []
             ctx.output_view(op.result)
             run.append(op)
             continue
-        if run and (is_attention or _makes_kernel(ctx, op)):
+        if run and _makes_kernel(ctx, op):
             _lower_run(ctx, run, lower)
             run = []
-        if is_attention:
-            ctx.output_view(op.result)
-            run.append(op)
-            continue
         lower(ctx, op)
     _lower_run(ctx, run, lower)
 
@@ -129,13 +128,7 @@ def _interleave(ctx: TileContext, group: list[tuple[tfm.AttentionOp, list[tile.K
         return
     lists = sorted((kernels for _, kernels in group), key=len, reverse=True)
     main, rest = lists[0], [k for kernels in lists[1:] for k in kernels]
-    work = [max(1, vector_work(kernel)) for kernel in main]
-    total, done, keyed = sum(work), 0, []
-    for kernel, amount in zip(main, work, strict=True):
-        keyed.append(((done + amount / 2) / total, 0, kernel))
-        done += amount
-    keyed += [((j + 0.5) / len(rest), 1, k) for j, k in enumerate(rest)]
-    order = [k for _, _, k in sorted(keyed, key=lambda item: item[:2])]
+    order = spread(main, [vector_work(kernel) for kernel in main], rest)
     anchor = group[-1][1][-1].next_op  # kernels are appended as they are lowered: the group's last is last
     for kernel in order:
         kernel.detach()
