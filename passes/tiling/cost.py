@@ -20,14 +20,10 @@ import math
 from tasic.backend.target import Target
 
 
-def matmul_tile_bytes(
-    tm: int, tn: int, tk: int, element_bytes: int, buffers: int = 1, output_tiles: int = 1, k: int = 0
-) -> int:
-    """SRAM bytes of one tile set: A and B (`buffers` copies each, and one more when K, if given, takes
-    more than one step: the first step's own tiles, tiling/matmul.py), `output_tiles` f32 [tm, tn]
-    tiles (the accumulator, and a fused epilogue's operand), a bias row."""
-    copies = buffers + (1 if k > tk else 0)
-    return copies * (tm * tk + tk * tn) * element_bytes + output_tiles * tm * tn * 4 + tn * 4
+def matmul_tile_bytes(tm: int, tn: int, tk: int, element_bytes: int, buffers: int = 1, output_tiles: int = 1) -> int:
+    """SRAM bytes of one tile set: A and B (`buffers` copies each), `output_tiles` f32 [tm, tn] tiles
+    (the accumulator, and a fused epilogue's operand), a bias row."""
+    return buffers * (tm * tk + tk * tn) * element_bytes + output_tiles * tm * tn * 4 + tn * 4
 
 
 MAX_EXTENT = 32768
@@ -110,7 +106,7 @@ def best_matmul_tiles(
         for tm in _candidates(m, target.mxu.rows):
             for tn in _candidates(n, target.mxu.cols):
                 for tk in _candidates(k, max(target.mxu.rows, target.mxu.cols)):
-                    if matmul_tile_bytes(tm, tn, tk, eb, 2, output_tiles, k) > budget:
+                    if matmul_tile_bytes(tm, tn, tk, eb, 2, output_tiles) > budget:
                         continue
                     cost = estimate_cycles(target, m, n, k, (tm, tn, tk), eb, rate, parts)
                     if best is None or cost < best[0]:

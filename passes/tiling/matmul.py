@@ -55,7 +55,7 @@ def _matmul_tiles(
             return best
     rows, cols = ctx.target.mxu.rows, ctx.target.mxu.cols
     tm, tn, tk = min(m, 8 * rows), min(n, 8 * cols), min(k, 16 * max(rows, cols))
-    while matmul_tile_bytes(tm, tn, tk, eb, 1, output_tiles, k) > ctx.sram_budget:
+    while matmul_tile_bytes(tm, tn, tk, eb, 1, output_tiles) > ctx.sram_budget:
         if tk > max(rows, cols) and tk >= max(tm, tn):
             tk = -(-tk // 2)
         elif tm >= tn and tm > 1:
@@ -225,7 +225,7 @@ def _all_reduce_chunks(
     unit = ctx.target.mxu.rows
     tm = min(m, max(unit, -(-m // ALL_REDUCE_CHUNKS) // unit * unit))
     tk = k
-    while matmul_tile_bytes(tm, n, tk, eb, 2, output_tiles, k) > ctx.sram_budget:
+    while matmul_tile_bytes(tm, n, tk, eb, 2, output_tiles) > ctx.sram_budget:
         if tk <= unit:
             return None
         tk = -(-tk // 2)
