@@ -114,6 +114,7 @@ class Op(IntEnum):
     VPU_FILL = 0x35  # d = imm (f32)
     VPU_CAUSAL = 0x36  # d[i, j] = -inf where j > i' + diag, or j <= i' + diag - depth (depth > 0: window);
     #                    i' = i mod imm when imm > 0 (query rows of several heads stacked), else i
+    VPU_EXP_SUM = 0x37  # d = exp(a - b[r]) in dt_d; c[r, 0] = sum of row r of d (f32, at reg_c + imm)
     LINK_ALLREDUCE = 0x40  # d = sum of tile a over the `depth` chips of the group, on every chip
     LINK_SEND = 0x41  # next pipeline stage's HBM window <- SRAM tile (fields as DMA_STORE), over the links
 
@@ -163,6 +164,7 @@ class ReduceFn(IntEnum):
     SUM = 0
     MAX = 1
     MIN = 2
+    SUMSQ = 3  # sum of squares (each square rounded to f32, as a separate multiply would)
 
 
 class Broadcast(IntEnum):
@@ -225,6 +227,7 @@ OPCODE_ENGINE = {
     Op.VPU_SELECT: Engine.VPU,
     Op.VPU_FILL: Engine.VPU,
     Op.VPU_CAUSAL: Engine.VPU,
+    Op.VPU_EXP_SUM: Engine.VPU,
     Op.LINK_ALLREDUCE: Engine.LINK,
     Op.LINK_SEND: Engine.LINK,
 }

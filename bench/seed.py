@@ -27,7 +27,15 @@ import time
 from tasic.backend.target import Target, load_target
 from tasic.errors import USER_ERRORS
 from tasic.frontend.llama_step import BatchStep, LlamaConfig
-from tasic.serving import OPTIMISATIONS, StepResult, compile_step, load_config, simulate_step, step_pipeline
+from tasic.serving import (
+    OPTIMISATIONS,
+    StepResult,
+    compile_step,
+    default_kv_dtype,
+    load_config,
+    simulate_step,
+    step_pipeline,
+)
 
 REFERENCES = (
     ("Etched Sohu claim, 8 chips, FP8", 500_000, "etched.com, June 2024"),
@@ -75,9 +83,11 @@ def run(
     """Compile and simulate one configuration (`tp` and `pp` default to the command line's)."""
     tp, pp = tp or args.tp, pp or args.pp
     quantize = None if args.quantize == "none" else args.quantize
-    pipeline = step_pipeline(target, args.dtype, tp, disabled, quantize)
+    pipeline = step_pipeline(target, args.dtype, tp, disabled, quantize, args.kv_dtype)
     start = time.perf_counter()
-    binaries = compile_step(config, step, target, args.dtype, tp, pipeline, quantize=quantize, pp=pp)
+    binaries = compile_step(
+        config, step, target, args.dtype, tp, pipeline, quantize=quantize, pp=pp, kv_dtype=args.kv_dtype
+    )
     compile_s = time.perf_counter() - start
     return Run(simulate_step(binaries, config, step, target, tp), compile_s)
 
@@ -139,7 +149,10 @@ def _limits(run_: Run, claim_tokens_per_s: float) -> list[str]:
 def main() -> None:
     """Run the benchmark and print its tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dtype", default="bf16", help="activations, KV cache and attention dtype (default bf16)")
+    parser.add_argument("--dtype", default="bf16", help="activations and attention dtype (default bf16)")
+    parser.add_argument(
+        "--kv-dtype", help="KV-cache dtype (default f8e4m3 with FP8 linears, as the claim's FP8 serving, else --dtype)"
+    )
     parser.add_argument(
         "--quantize",
         default="fp8-static",
@@ -155,6 +168,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of per-target results")
     args = parser.parse_args()
+    args.kv_dtype = args.kv_dtype or default_kv_dtype(args.dtype, None if args.quantize == "none" else args.quantize)
 
     config = load_config("llama-3-70b")
     if args.layers:
@@ -163,7 +177,7 @@ def main() -> None:
     print(
         f"seed step: {config.name} ({config.layers} layers), {step.prefill}-token prefill + {step.decode_tokens}"
         f" decode tokens at contexts {', '.join(str(c) for _, c in step.decode_groups)}; TP={args.tp}, PP={args.pp},"
-        f" {args.dtype} activations, linears {args.quantize}"
+        f" {args.dtype} activations, linears {args.quantize}, KV cache {args.kv_dtype}"
     )
     runs = {name: run(config, step, load_target(name), args, frozenset()) for name in TARGETS}
 

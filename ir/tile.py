@@ -28,6 +28,7 @@ from xdsl.dialects.builtin import (
     MemRefType,
     NoneAttr,
     StringAttr,
+    f32,
     f64,
     i64,
 )
@@ -545,6 +546,29 @@ class SelectOp(_VectorOp):
 
 
 @irdl_op_definition
+class ExpSumOp(_VectorOp):
+    """The exponentials of a softmax and their row sums in one pass: dest = exp(source - row_max), with
+    row_max [rows, 1] broadcast along each row and dest rounded to its type; sums[r, 0] = the sum of
+    dest's row r as rounded (so that it matches the weights a later P V product uses).
+
+    tile.exp_sum %s, %m, %p, %l {rows = 4 : i64, cols = 8 : i64} : ...
+    """
+
+    name = "tile.exp_sum"
+    source = operand_def(MemRefType)
+    row_max = operand_def(MemRefType)
+    dest = operand_def(MemRefType)
+    sums = operand_def(MemRefType)
+
+    def __init__(self, source: SSAValue, row_max: SSAValue, dest: SSAValue, sums: SSAValue, rows: int, cols: int):
+        super().__init__(operands=[source, row_max, dest, sums], properties=_props(rows=rows, cols=cols))
+
+    def verify_(self) -> None:
+        sums = self.sums.type
+        self._require(isinstance(sums, MemRefType) and sums.element_type == f32, "sums must be an f32 tile")
+
+
+@irdl_op_definition
 class FillOp(_VectorOp):
     """dest = value.
 
@@ -659,6 +683,7 @@ Tile = Dialect(
         ScalarOp,
         ReduceOp,
         SelectOp,
+        ExpSumOp,
         FillOp,
         CausalMaskOp,
         AllReduceOp,

@@ -131,6 +131,7 @@ def bind(program: Program, hbm: np.ndarray, sram: np.ndarray) -> list[Runner | N
         Op.VPU_SCALAR: _scalar,
         Op.VPU_REDUCE: _reduce,
         Op.VPU_SELECT: _select,
+        Op.VPU_EXP_SUM: _exp_sum,
         Op.VPU_FILL: _fill,
         Op.VPU_CAUSAL: _causal,
         Op.LINK_ALLREDUCE: _copy_one_chip,
@@ -409,6 +410,8 @@ def _scalar(o: _Operands) -> Runner:
 
 def _reduce(o: _Operands) -> Runner:
     i = o.instr
+    if i.func == ReduceFn.SUMSQ:
+        return _sum_of_squares(o)
     fn, a = REDUCE[i.func], o.read(1, i.dt_a, i.rows, i.cols)
     if i.dt_d == DType.F32:
         d = o.view(0, i.dt_d, i.rows, 1)
@@ -417,12 +420,37 @@ def _reduce(o: _Operands) -> Runner:
     return lambda ops: dst(ops[0], fn.reduce(a(ops[1]), axis=1, keepdims=True))
 
 
+def _sum_of_squares(o: _Operands) -> Runner:
+    i = o.instr
+    a, dst = o.read(1, i.dt_a, i.rows, i.cols), o.write(0, i.dt_d, i.rows, 1)
+
+    def run(ops: Operands) -> None:
+        values = a(ops[1])
+        dst(ops[0], np.add.reduce(values * values, axis=1, keepdims=True))
+
+    return run
+
+
 def _select(o: _Operands) -> Runner:
     i = o.instr
     cond = o.view(3, DType.BOOL, i.rows, i.cols)
     a, b = o.read(1, i.dt_a, i.rows, i.cols), o.read(2, i.dt_b, i.rows, i.cols)
     dst = o.write(0, i.dt_d, i.rows, i.cols)
     return lambda ops: dst(ops[0], np.where(cond(ops[3]) != 0, a(ops[1]), b(ops[2])))
+
+
+def _exp_sum(o: _Operands) -> Runner:
+    """d = exp(a - b) rounded to dt_d (b one value per row); c = the row sums of d as rounded, in f32."""
+    i = o.instr
+    a, b = o.read(1, i.dt_a, i.rows, i.cols), o.read(2, i.dt_b, i.rows, 1)
+    dst, d = o.write(0, i.dt_d, i.rows, i.cols), o.read(0, i.dt_d, i.rows, i.cols)
+    sums = o.view(3, DType.F32, i.rows, 1)
+
+    def run(ops: Operands) -> None:
+        dst(ops[0], np.exp(a(ops[1]) - b(ops[2])))
+        np.add.reduce(d(ops[0]), axis=1, keepdims=True, out=sums(ops[3]))
+
+    return run
 
 
 def _fill(o: _Operands) -> Runner:

@@ -46,7 +46,7 @@ def mxu_cycles(target: Target, instr: Instr) -> int:
 def vpu_cycles(target: Target, instr: Instr) -> int:
     """Cycles of one VPU instruction: lane groups times the cost of its class, plus latency."""
     vpu = target.vpu
-    if instr.opcode == Op.VPU_UNARY and instr.func in TRANSCENDENTAL:
+    if (instr.opcode == Op.VPU_UNARY and instr.func in TRANSCENDENTAL) or instr.opcode == Op.VPU_EXP_SUM:
         cost = vpu.cost["transcendental"]
     elif instr.opcode == Op.VPU_REDUCE:
         cost = vpu.cost["reduce"]

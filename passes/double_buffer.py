@@ -67,6 +67,8 @@ def _reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
         return [op.lhs, op.rhs], [op.dest]
     if isinstance(op, tile.SelectOp):
         return [op.cond, op.on_true, op.on_false], [op.dest]
+    if isinstance(op, tile.ExpSumOp):
+        return [op.source, op.row_max], [op.dest, op.sums]
     if isinstance(op, tile.UnaryOp | tile.ScalarOp | tile.ReduceOp | tile.AllReduceOp):
         return [op.source], [op.dest]
     return [], []

@@ -290,6 +290,9 @@ class KernelLowering:
         elif isinstance(op, tile.SelectOp):
             operands = _vec(op.dest, "d") | _vec(op.on_true, "a") | _vec(op.on_false, "b")
             self._emit("vpu_select", **operands, c_reg=0, c_off=_sram(op.cond), **size)
+        elif isinstance(op, tile.ExpSumOp):
+            operands = _vec(op.dest, "d") | _vec(op.source, "a") | _vec(op.row_max, "b")
+            self._emit("vpu_exp_sum", **operands, c_reg=0, c_off=_sram(op.sums), **size)
         elif isinstance(op, tile.FillOp):
             self._emit("vpu_fill", **_vec(op.dest, "d"), **size, value=op.value.value.data)
         elif isinstance(op, tile.AllReduceOp):

@@ -3,7 +3,10 @@
 Each kernel's tiles are placed one after another, 64-byte aligned, in declaration order, at the
 lowest address whose bytes the last RECENT_KERNELS kernels do not use (or, when SRAM is too small
 for that, the last fewer ones): a kernel that shares no bytes with the kernels just before it does
-not wait for them (insert-sync), so its DMA can run ahead while they compute. Before::
+not wait for them (insert-sync), so its DMA can run ahead while they compute. When the whole kernel
+cannot keep clear, its prefetch tiles still may: those a weight is loaded into before any loop
+(a weight loaded once, e.g. a whole o_proj) are placed first, on their own, clear of the previous
+kernels where they fit, so the weight streams in while the previous kernel computes. Before::
 
     %a = tile.sram {offset = -1 : i64} : memref<16x32xf32, "sram">
     %b = tile.sram {offset = -1 : i64} : memref<16x1xf32, "sram">
@@ -39,10 +42,9 @@ class PlanSramPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Assign offsets kernel by kernel."""
         capacity = load_target(self.target).sram.bytes
-        recent: list[tuple[int, int]] = []  # [start, end) of the latest kernels, newest first
+        recent: list[list[tuple[int, int]]] = []  # [start, end) ranges of the latest kernels, newest first
         for kernel in (k for k in op.walk() if isinstance(k, tile.KernelOp)):
-            start, end = _place(kernel, capacity, recent)
-            recent = [(start, end), *recent][:RECENT_KERNELS]
+            recent = [_place(kernel, capacity, recent), *recent][:RECENT_KERNELS]
 
 
 RECENT_KERNELS = 4
@@ -53,20 +55,54 @@ def _aligned(size: int) -> int:
     return -(-size // ALIGN) * ALIGN
 
 
-def _start(total: int, capacity: int, recent: list[tuple[int, int]]) -> int:
-    """The lowest start of `total` bytes clear of as many of the newest `recent` kernels as fit."""
-    for keep in range(len(recent), 0, -1):
-        avoid = recent[:keep]
+def _start(
+    total: int, capacity: int, recent: list[list[tuple[int, int]]], own: list[tuple[int, int]]
+) -> tuple[int, int] | None:
+    """The lowest start of `total` bytes clear of `own` and of the ranges of as many of the newest
+    `recent` kernels as fit, and how many that is; None if even `own` leaves no room."""
+    for keep in range(len(recent), -1, -1):
+        avoid = [*own, *(r for ranges in recent[:keep] for r in ranges)]
         for start in sorted({0, *(end for _, end in avoid)}):
             if start + total <= capacity and all(start + total <= lo or start >= hi for lo, hi in avoid):
-                return start
-    return 0
+                return start, keep
+    return None
 
 
-def _place(kernel: tile.KernelOp, capacity: int, recent: list[tuple[int, int]]) -> tuple[int, int]:
+def _prefetched(kernel: tile.KernelOp) -> set[tile.SramBufferOp]:
+    """Tiles a weight is loaded into at the kernel's top level, before any loop."""
+    tiles = set()
+    for op in kernel.body.block.ops:
+        if isinstance(op, tile.LoopOp):
+            break
+        if isinstance(op, tile.DmaLoadOp):
+            hbm, sram = op.source.owner, op.dest.owner
+            if isinstance(hbm, tile.HbmBufferOp) and hbm.kind.data == "weight" and isinstance(sram, tile.SramBufferOp):
+                tiles.add(sram)
+    return tiles
+
+
+def _bytes(buffers: list[tile.SramBufferOp]) -> int:
+    return sum(_aligned(tile_bytes(b.result.type)) for b in buffers)
+
+
+def _place(kernel: tile.KernelOp, capacity: int, recent: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    """Place the kernel's tiles (its prefetch tiles apart when the whole kernel cannot keep clear of
+    the previous one); return the byte ranges it uses."""
     buffers = [b for b in kernel.body.block.ops if isinstance(b, tile.SramBufferOp)]
-    total = sum(_aligned(tile_bytes(b.result.type)) for b in buffers)
-    start = address = _start(total, capacity, recent)
+    whole = _start(_bytes(buffers), capacity, recent, [])
+    prefetched = _prefetched(kernel)
+    if whole is not None and whole[1] == 0 and recent and prefetched:
+        groups = [[b for b in buffers if b in prefetched], [b for b in buffers if b not in prefetched]]
+        first = _start(_bytes(groups[0]), capacity, recent, [])
+        if first is not None and first[1] > 0:  # the prefetch tiles keep clear of the previous kernel
+            ranges = [(first[0], first[0] + _bytes(groups[0]))]
+            rest = _start(_bytes(groups[1]), capacity, recent, ranges)
+            if rest is not None:
+                _assign(groups[0], first[0])
+                _assign(groups[1], rest[0])
+                return [*ranges, (rest[0], rest[0] + _bytes(groups[1]))]
+    start = whole[0] if whole is not None else 0
+    address = start
     for buffer in buffers:
         size = tile_bytes(buffer.result.type)
         if address + size > capacity:
@@ -74,6 +110,13 @@ def _place(kernel: tile.KernelOp, capacity: int, recent: list[tuple[int, int]]) 
                 f"kernel '{kernel.loc.data}': SRAM tile {buffer.result.name_hint or 'buffer'} of {size} bytes "
                 f"at offset {address} exceeds the target's {capacity} bytes of SRAM"
             )
-        buffer.properties["offset"] = IntegerAttr(address, i64)
         address += _aligned(size)
-    return start, start + total
+    _assign(buffers, start)
+    return [(start, start + _bytes(buffers))]
+
+
+def _assign(buffers: list[tile.SramBufferOp], start: int) -> None:
+    """Offsets one after another from `start`."""
+    for buffer in buffers:
+        buffer.properties["offset"] = IntegerAttr(start, i64)
+        start += _aligned(tile_bytes(buffer.result.type))

@@ -85,7 +85,9 @@ class TilePass(ModulePass):
     before the store (tiling/epilogue.py); false gives each its own kernel. `allreduce_overlap`
     reduces a row-parallel matmul's output in chunks of whole rows inside the matmul kernel (with what
     follows: residual add, rms_norm, quantisation), so the links carry one chunk while the engines
-    compute the next; false gives the all-reduce a kernel of its own.
+    compute the next; false gives the all-reduce a kernel of its own. `kv_dtype` stores float
+    KV-cache state in that dtype instead of `dtype` (e.g. f8e4m3: half the bytes of a bf16 cache;
+    written saturating, widened by the DMA that loads it); "" keeps `dtype`.
     """
 
     name = "tile"
@@ -96,6 +98,7 @@ class TilePass(ModulePass):
     cost_model: bool = True
     epilogue_fusion: bool = True
     allreduce_overlap: bool = True
+    kv_dtype: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Replace each tfm function by its tile-level form."""
@@ -109,12 +112,13 @@ class TilePass(ModulePass):
                     "cost_model": self.cost_model,
                     "epilogue_fusion": self.epilogue_fusion,
                     "allreduce_overlap": self.allreduce_overlap,
+                    "kv_dtype": self.kv_dtype,
                 }
                 op.body.block.add_op(_lower_function(function, target, self.dtype, options))
                 function.erase()
 
 
-def _lower_function(function: func.FuncOp, target, dtype: str, options: dict[str, bool]) -> func.FuncOp:
+def _lower_function(function: func.FuncOp, target, dtype: str, options: dict[str, bool | str]) -> func.FuncOp:
     args = function.body.block.args
     ret = function.body.block.last_op
     assert isinstance(ret, func.ReturnOp)
@@ -136,7 +140,8 @@ def _lower_function(function: func.FuncOp, target, dtype: str, options: dict[str
     for arg, name in zip(args, input_names, strict=True):
         shape = tfm.shape_of(arg)
         kind = "kv" if name in state_names else "input"
-        buffer = context.hbm(name, kind, shape, context.storage_type(arg.type), shard=shards.get(name))
+        storage = context.kv_storage_type(arg.type) if kind == "kv" else context.storage_type(arg.type)
+        buffer = context.hbm(name, kind, shape, storage, shard=shards.get(name))
         context.views[arg] = View.dense(buffer, shape)
     ops = state_writes_early([op for op in function.body.block.ops if not isinstance(op, func.ReturnOp)])
     kernels.place_concat_inputs(context, ops)

@@ -36,8 +36,15 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     target = load_target(args.target)
     args.dtype = args.dtype or ("bf16" if args.config is not None else "f32")  # a serving step runs in bf16
+    if args.kv_dtype is not None and args.config is None:
+        raise UsageError("--kv-dtype sets the KV cache of a --config serving step; a MODEL's cache follows --dtype")
+    if args.config is not None:
+        from tasic.serving import default_kv_dtype
+
+        args.kv_dtype = args.kv_dtype or default_kv_dtype(args.dtype, args.quantize)
     if args.print_pipeline:
-        print(args.pipeline or default_pipeline(target.spec, args.dtype, args.tp, args.quantize, args.calibration))
+        spec = default_pipeline(target.spec, args.dtype, args.tp, args.quantize, args.calibration, args.kv_dtype)
+        print(args.pipeline or spec)
         return
     if args.config is not None:
         _compile_step(args, target)
@@ -94,6 +101,7 @@ def _compile_step(args: argparse.Namespace, target: Target) -> None:
         + (f" ({args.pp} pipeline stages of {args.tp})" if args.pp > 1 else "")
         + f", {args.dtype}"
         + (f", {args.quantize} linears" if args.quantize else "")
+        + f", KV cache in {args.kv_dtype}"
     )
     if args.calibration:
         raise UsageError(
@@ -101,7 +109,7 @@ def _compile_step(args: argparse.Namespace, target: Target) -> None:
             " or fp8 (run-time scales)"
         )
     binaries = compile_step(
-        config, step, target, args.dtype, args.tp, args.pipeline, _progress, args.quantize, pp=args.pp
+        config, step, target, args.dtype, args.tp, args.pipeline, _progress, args.quantize, args.pp, args.kv_dtype
     )
     compile_s = time.perf_counter() - start
     for compiled in binaries:
@@ -350,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-tokens", type=int, default=128, help="--config step: tokens each sequence generates (default 128)"
     )
     comp.add_argument("--decode-groups", type=int, default=4, help="--config step: context groups (default 4)")
+    comp.add_argument(
+        "--kv-dtype",
+        help="--config step: KV-cache dtype, f32 bf16 f8e4m3 f8e5m2 (default f8e4m3 with --quantize, else --dtype)",
+    )
     comp.add_argument("--pipeline", help="pass pipeline to run instead of the default (see --print-pipeline)")
     comp.add_argument("--print-pipeline", action="store_true", help="print the default pass pipeline and exit")
     comp.set_defaults(handler=cmd_compile)

@@ -40,18 +40,24 @@ class CompileError(Exception):
 
 
 def default_pipeline(
-    target: str, dtype: str, tp: int = 1, quantize: str | None = None, calibration: str | None = None
+    target: str,
+    dtype: str,
+    tp: int = 1,
+    quantize: str | None = None,
+    calibration: str | None = None,
+    kv_dtype: str | None = None,
 ) -> str:
     """The standard pipeline for a target (shipped name or .toml path), as a pass-pipeline string.
 
     With `tp` > 1 the model is split over that many chips (tensor parallelism, pass shard-tp).
     `quantize` (a QUANTIZE_MODES key) adds quantize-fp8 after the raise and sharding passes; `calibration`, a JSON
     file of weight name -> max |input| (docs/quantization.md), makes its activation scales static.
+    `kv_dtype` stores KV-cache state in another dtype than `dtype` (tile option kv_dtype).
     """
     sharding = [f"shard-tp{{chips={tp}}}"] if tp > 1 else []
     quantization = [quantize_pass(quantize, calibration)] if quantize else []
     lowering = [
-        f'tile{{target="{target}" dtype={dtype}}}',
+        f'tile{{target="{target}" dtype={dtype}{f" kv_dtype={kv_dtype}" if kv_dtype not in (None, dtype) else ""}}}',
         f'double-buffer{{target="{target}"}}',
         f'plan-sram{{target="{target}"}}',
         "insert-sync",

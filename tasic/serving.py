@@ -78,6 +78,15 @@ def _bytes_of(dtype: str) -> int:
     return DTYPE_BYTES[DTYPE_BY_NAME[dtype]]
 
 
+KV_DTYPES = ("f32", "bf16", "f8e4m3", "f8e5m2")
+"""Dtypes a serving step's KV cache may be stored in."""
+
+
+def default_kv_dtype(dtype: str, quantize: str | None) -> str:
+    """The KV cache of an FP8 step is FP8 (E4M3: half the bytes the decode attention reads), else `dtype`."""
+    return "f8e4m3" if quantize else dtype
+
+
 def roofline(
     config: LlamaConfig,
     step: BatchStep,
@@ -86,13 +95,15 @@ def roofline(
     tp: int,
     quantize: str | None = None,
     stage: PipelineStage | None = None,
+    kv_dtype: str | None = None,
 ) -> Roofline:
     """The analytical bound of one step on `tp` chips of `target` (see the module docstring), or of one
     pipeline stage's chips: its layers, the embedding on the first, the lm_head on the last and the
     hidden states it sends to the next stage over one peer's share of the links.
 
     With `quantize` (FP8 linears) the linear layers' weights are 1 byte and their products run at the
-    MXU's f8e4m3 rate; attention, activations, KV cache and all-reduces stay in `dtype`.
+    MXU's f8e4m3 rate; attention, activations and all-reduces stay in `dtype`, the KV cache in
+    `kv_dtype` (default `dtype`).
     """
     c, stage = config, stage or PipelineStage()
     layers = len(stage.layers(c.layers))
@@ -109,7 +120,7 @@ def roofline(
     embedding = c.step_rows_of_embedding(step.tokens) if stage.first else 0
     other_weights = embedding + (2 * layers + (1 if stage.last else 0)) * c.hidden
     kv_slots = step.tokens + sum(count * context for count, context in step.decode_groups)
-    kv_bytes = layers * (c.kv_heads // tp) * hd * 2 * kv_slots * eb
+    kv_bytes = layers * (c.kv_heads // tp) * hd * 2 * kv_slots * _bytes_of(kv_dtype or dtype)
     hbm = linear_weights * linear_eb + other_weights * eb + kv_bytes
     all_reduced = 2 * layers * step.tokens * c.hidden * eb * 2 * (tp - 1) / tp
     sent = 0 if stage.last else step.tokens * c.hidden * eb  # each chip sends the hidden states to its peer
@@ -122,10 +133,22 @@ def roofline(
     return Roofline(flops, hbm, all_reduced + sent, compute_s, hbm / target.hbm.bandwidth, link_s)
 
 
-def check_fits(config: LlamaConfig, step: BatchStep, target: Target, dtype: str, tp: int, pp: int = 1) -> None:
+def check_fits(
+    config: LlamaConfig,
+    step: BatchStep,
+    target: Target,
+    dtype: str,
+    tp: int,
+    pp: int = 1,
+    kv_dtype: str | None = None,
+) -> None:
     """CompileError unless heads divide over `tp` chips, the `pp` pipeline stages have layers, the
-    target has tp x pp chips and each chip's weights and KV cache fit its HBM."""
+    target has tp x pp chips and each chip's weights and KV cache (in `kv_dtype`, default `dtype`)
+    fit its HBM."""
     c = config
+    kv_dtype = kv_dtype or dtype
+    if kv_dtype not in KV_DTYPES:
+        raise CompileError(f"unsupported KV-cache dtype '{kv_dtype}': choose one of {', '.join(KV_DTYPES)}")
     if tp < 1:
         raise CompileError(f"--tp must be at least 1, not {tp}")
     if not 1 <= pp <= c.layers:
@@ -139,19 +162,22 @@ def check_fits(config: LlamaConfig, step: BatchStep, target: Target, dtype: str,
     if tp * pp > target.chips:
         stages = f" x --pp {pp}" if pp > 1 else ""
         raise CompileError(f"--tp {tp}{stages} needs {tp * pp} chips, target '{target.name}' has {target.chips}")
-    need = _hbm_per_chip(c, step, dtype, tp, pp)
+    need = _hbm_per_chip(c, step, dtype, tp, pp, kv_dtype)
     if need > target.hbm.bytes:
         fits = [
-            n for n in range(tp + 1, 4 * c.kv_heads + 1) if _hbm_per_chip(c, step, dtype, n, pp) <= target.hbm.bytes
+            n
+            for n in range(tp + 1, 4 * c.kv_heads + 1)
+            if _hbm_per_chip(c, step, dtype, n, pp, kv_dtype) <= target.hbm.bytes
         ]
         hint = f"; it would fit on {fits[0] * pp} chips" if fits else ""
+        kv_note = f" (KV cache in {kv_dtype})" if kv_dtype != dtype else ""
         raise CompileError(
             f"{c.name} does not fit {tp * pp} chip(s) of '{target.name}': weights + KV cache need"
-            f" {need / 1e9:,.1f} GB per chip in {dtype}, a chip has {target.hbm.bytes / 1e9:,.1f} GB{hint}"
+            f" {need / 1e9:,.1f} GB per chip in {dtype}{kv_note}, a chip has {target.hbm.bytes / 1e9:,.1f} GB{hint}"
         )
 
 
-def _hbm_per_chip(c: LlamaConfig, step: BatchStep, dtype: str, tp: int, pp: int = 1) -> float:
+def _hbm_per_chip(c: LlamaConfig, step: BatchStep, dtype: str, tp: int, pp: int = 1, kv_dtype: str = "") -> float:
     """Bytes of the fullest chip: the first pipeline stage (most layers, embedding; lm_head if alone)."""
     eb = _bytes_of(dtype)
     layers = len(PipelineStage(0, pp).layers(c.layers))
@@ -159,7 +185,7 @@ def _hbm_per_chip(c: LlamaConfig, step: BatchStep, dtype: str, tp: int, pp: int 
     tables = 2 if pp == 1 else 1  # embedding and lm_head on one stage, or one each on the first and last
     weights = (layers * per_layer / tp + tables * c.vocab * c.hidden) * eb
     slots = step.cache_len + sum(count * context for count, context in step.decode_groups)
-    kv = layers * c.head_dim * 2 * max(1, c.kv_heads // tp) * slots * eb
+    kv = layers * c.head_dim * 2 * max(1, c.kv_heads // tp) * slots * _bytes_of(kv_dtype or dtype)
     return weights + kv
 
 
@@ -193,13 +219,19 @@ _PASSES = {
 
 
 def step_pipeline(
-    target: Target, dtype: str, tp: int, disabled: frozenset[str] = frozenset(), quantize: str | None = None
+    target: Target,
+    dtype: str,
+    tp: int,
+    disabled: frozenset[str] = frozenset(),
+    quantize: str | None = None,
+    kv_dtype: str | None = None,
 ) -> str:
-    """The default pipeline (with `quantize`, e.g. "fp8") with the named optimisations switched off."""
+    """The default pipeline (with `quantize`, e.g. "fp8", and the KV cache in `kv_dtype`) with the
+    named optimisations switched off."""
     unknown = sorted(disabled - set(OPTIMISATIONS))
     if unknown:
         raise CompileError(f"unknown optimisation(s) {', '.join(unknown)}: choose from {', '.join(OPTIMISATIONS)}")
-    passes = default_pipeline(target.spec, dtype, tp, quantize).split(",")
+    passes = default_pipeline(target.spec, dtype, tp, quantize, kv_dtype=kv_dtype).split(",")
     dropped = {_PASSES[name] for name in disabled if name in _PASSES}
     passes = [p for p in passes if p.split("{")[0] not in dropped]
     options = " ".join(f"{_TILE_OPTIONS[name]}=false" for name in sorted(disabled) if name in _TILE_OPTIONS)
@@ -239,11 +271,13 @@ def compile_step(
     progress: Callable[[str], None] | None = None,
     quantize: str | None = None,
     pp: int = 1,
+    kv_dtype: str | None = None,
 ) -> list[StageBinary]:
     """Timing-only binaries of one serving step of `config` on `tp` chips per stage and `pp` pipeline
     stages (linears in FP8 with quantize="fp8"): one binary per distinct stage (`distinct_stages`)."""
-    check_fits(config, step, target, dtype, tp, pp)
-    pipeline = pipeline or default_pipeline(target.spec, dtype, tp, quantize)
+    check_fits(config, step, target, dtype, tp, pp, kv_dtype)
+    kv_dtype = kv_dtype or dtype
+    pipeline = pipeline or default_pipeline(target.spec, dtype, tp, quantize, kv_dtype=kv_dtype)
     binaries = []
     for stage, stands_for in distinct_stages(config, pp):
         if pp > 1 and progress:
@@ -385,6 +419,8 @@ def simulate_step(
     for compiled in binaries:
         report = simulate_timing(compiled.binary, target)
         metadata = compiled.binary.metadata
-        bound = roofline(config, step, target, metadata["dtype"], tp, metadata.get("quantize"), compiled.stage)
+        dtype, quantize = metadata["dtype"], metadata.get("quantize")
+        kv_dtype = next((s.dtype for s in compiled.binary.symbols if s.kind == "kv"), dtype)  # as compiled
+        bound = roofline(config, step, target, dtype, tp, quantize, compiled.stage, kv_dtype)
         runs.append(StageRun(compiled.stage, compiled.stands_for, report, bound))
     return StepResult(config, step, target, tp, runs, time.perf_counter() - start)

@@ -15,8 +15,10 @@ from xdsl.parser import Parser
 
 from tasic.backend.target import TARGETS_DIR, Target, load_target
 from tasic.compiler import compile_module
+from tasic.ir import tile
 from tasic.ir.dialects import tasic_context
 from tasic.isa_sim import simulate
+from tasic.passes.tiling import builder
 
 RNG = np.random.default_rng(7)
 
@@ -87,6 +89,59 @@ def test_linear_gelu_layer_norm(target: str, small_sram_target: Path) -> None:
     ref = (a - mu) / np.sqrt(var + 1e-5) * w["g"] + w["be"]
     got = run(ir, {"x": x}, w, _target(target, small_sram_target))["y"]
     np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
+
+
+def test_linear_residual_and_rms_norm_in_one_kernel() -> None:
+    """A linear whose residual sum an rms_norm reads (o_proj, post_attention_layernorm) runs as chunks
+    of whole rows with the weight loaded once, the norm of each chunk in the same kernel; both the
+    residual sum and the norm are right."""
+    ir = """
+    func.func @main(%x: tensor<70x24xf32>, %r: tensor<70x32xf32>) -> (tensor<70x32xf32>, tensor<70x32xf32>) attributes {tfm.input_names = ["x", "r"], tfm.output_names = ["s", "n"]} {
+      %w = tfm.weight {name = "w"} : tensor<32x24xf32>
+      %g = tfm.weight {name = "g"} : tensor<32xf32>
+      %h = tfm.linear %x, %w : (tensor<70x24xf32>, tensor<32x24xf32>) -> tensor<70x32xf32>
+      %s = tfm.binary %r, %h {fn = "add"} : (tensor<70x32xf32>, tensor<70x32xf32>) -> tensor<70x32xf32>
+      %n = tfm.rms_norm %s, %g {eps = 1.0e-05 : f64} : (tensor<70x32xf32>, tensor<32xf32>) -> tensor<70x32xf32>
+      func.return %s, %n : tensor<70x32xf32>, tensor<70x32xf32>
+    }"""
+    x, r = RNG.standard_normal((70, 24)).astype(np.float32), RNG.standard_normal((70, 32)).astype(np.float32)
+    w = {"w": RNG.standard_normal((32, 24)).astype(np.float32), "g": RNG.standard_normal(32).astype(np.float32)}
+    module = Parser(tasic_context(), ir).parse_module()
+    from tasic.passes.tile import TilePass
+
+    TilePass("tiny", "f32").apply(tasic_context(), module)
+    kernels = [op.loc.data for op in module.walk() if isinstance(op, tile.KernelOp)]
+    assert len(kernels) == 1, kernels  # no kernel of the norm's own
+    outputs = run(ir, {"x": x, "r": r}, w, "tiny")
+    s = r + x @ w["w"].T
+    np.testing.assert_allclose(outputs["s"], s, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        outputs["n"], s / np.sqrt((s * s).mean(-1, keepdims=True) + 1e-5) * w["g"], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_weight_loads_in_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weight window larger than LOAD_CHUNK_BYTES is loaded by several DMA loads of row chunks that
+    together give the same product."""
+    monkeypatch.setattr(builder, "LOAD_CHUNK_BYTES", 1000)
+    ir = """
+    func.func @main(%x: tensor<8x24xf32>) -> tensor<8x32xf32> attributes {tfm.input_names = ["x"], tfm.output_names = ["y"]} {
+      %w = tfm.weight {name = "w"} : tensor<32x24xf32>
+      %y = tfm.linear %x, %w : (tensor<8x24xf32>, tensor<32x24xf32>) -> tensor<8x32xf32>
+      func.return %y : tensor<8x32xf32>
+    }"""
+    module = Parser(tasic_context(), ir).parse_module()
+    from tasic.passes.tile import TilePass
+
+    TilePass("tiny", "f32").apply(tasic_context(), module)
+    weight_loads = [
+        op for op in module.walk()
+        if isinstance(op, tile.DmaLoadOp) and isinstance(op.source.owner, tile.HbmBufferOp)
+        and op.source.owner.kind.data == "weight"
+    ]  # fmt: skip
+    assert len(weight_loads) > 1 and all(op.int_prop("rows") * op.int_prop("cols") * 4 <= 1000 for op in weight_loads)
+    x, w = RNG.standard_normal((8, 24)).astype(np.float32), RNG.standard_normal((32, 24)).astype(np.float32)
+    np.testing.assert_allclose(run(ir, {"x": x}, {"w": w}, "tiny")["y"], x @ w.T, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
+from xdsl.parser import Parser
 
 from tasic.backend.target import load_target
 from tasic.cli import main
-from tasic.compiler import CompileError, compile_module
+from tasic.compiler import CompileError, compile_module, default_pipeline
 from tasic.frontend.errors import FrontendError
 from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step, step_inputs
+from tasic.ir.dialects import tasic_context
 from tasic.isa_sim.simulator import Machine
 from tasic.serving import check_fits, load_config, roofline
 
@@ -117,3 +120,62 @@ def test_cli_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         main(["compile", "--config", "llama-3-70b", "--timing-only", "--target", "sohu-like", "--dtype", "bf16"]) == 1
     )
     assert "it would fit on 2 chips" in capsys.readouterr().err
+    kv = ["compile", "--config", "llama-3-70b", "--timing-only", "--target", "sohu-like", "--tp", "8", "--kv-dtype"]
+    assert main([*kv, "f16"]) == 1
+    assert "unsupported KV-cache dtype 'f16': choose one of f32, bf16, f8e4m3, f8e5m2" in capsys.readouterr().err
+    assert main(["compile", "model_dir", "--kv-dtype", "f8e4m3"]) == 1
+    assert "--kv-dtype sets the KV cache of a --config serving step" in capsys.readouterr().err
+
+
+def test_fp8_kv_cache_rounds_only_what_it_stores(tiny_llama) -> None:
+    """kv_dtype=f8e4m3 stores the caches in FP8: from the same (FP8-representable) starting caches,
+    layer 0's new keys and values are the f32 step's rounded to FP8, and the logits stay close."""
+    target = load_target("tiny")
+    graph = tiny_llama.graph()
+    inputs = step_inputs(tiny_llama.config, tiny_llama.step)
+    runs = {}
+    for kv_dtype in ("f32", "f8e4m3"):
+        pipeline = default_pipeline(target.spec, "f32", kv_dtype=kv_dtype)
+        binary = compile_module(graph.module.clone(), graph.weights, target, "f32", pipeline=pipeline)
+        kv_symbols = {s.dtype for s in binary.symbols if s.kind == "kv"}
+        assert kv_symbols == {kv_dtype}
+        machine = Machine(binary, target)
+        for name in graph.state_names:
+            start = tiny_llama.cache(name, machine.whole(binary.symbol(name)).shape)
+            machine.write(name, start.astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
+        outputs = machine.run("main", {n: inputs[n] for n in graph.input_names if n in inputs}).outputs
+        runs[kv_dtype] = {**outputs, **{name: machine.read(name) for name in graph.state_names}}
+    f32, fp8 = runs["f32"], runs["f8e4m3"]
+    layer0 = [name for name in graph.state_names if name.startswith("model.layers.0.")]
+    assert layer0
+    for name in layer0:
+        np.testing.assert_array_equal(fp8[name], f32[name].astype(ml_dtypes.float8_e4m3fn).astype(np.float32))
+    assert any(not np.array_equal(fp8[name], f32[name]) for name in layer0)  # new entries were rounded
+    np.testing.assert_allclose(fp8["logits"], f32["logits"], atol=0.05 * np.abs(f32["logits"]).max())
+
+
+def test_fp8_kv_cache_saturates_and_halves_the_roofline_bytes() -> None:
+    """Keys beyond FP8's range are clamped to +-448 before the store (not NaN); the roofline counts
+    1-byte KV entries."""
+    config, step, target = load_config("llama-3-70b"), BatchStep.seed(), load_target("sohu-like")
+    bf16 = roofline(config, step, target, "bf16", 8, "fp8")
+    fp8 = roofline(config, step, target, "bf16", 8, "fp8", kv_dtype="f8e4m3")
+    kv_bytes = 80 * 1 * 128 * 2 * (step.tokens + sum(n * c for n, c in step.decode_groups))  # 1 kv head per chip
+    assert bf16.hbm_bytes - fp8.hbm_bytes == pytest.approx(kv_bytes)
+    with pytest.raises(CompileError, match="unsupported KV-cache dtype 'f16'"):
+        check_fits(config, step, target, "bf16", 8, kv_dtype="f16")
+    ir = """
+    func.func @main(%c: tensor<1x4x8xf32>, %i: tensor<2xi64>, %x: tensor<1x2x8xf32>) -> tensor<1x4x8xf32> attributes {tfm.input_names = ["cache", "slots", "x"], tfm.output_names = ["cache"], tfm.state_names = ["cache"]} {
+      %u = tfm.index_copy %c, %i, %x {dim = 1 : i64} : (tensor<1x4x8xf32>, tensor<2xi64>, tensor<1x2x8xf32>) -> tensor<1x4x8xf32>
+      func.return %u : tensor<1x4x8xf32>
+    }"""
+    tiny = load_target("tiny")
+    module = Parser(tasic_context(), ir).parse_module()
+    spec = "tile{target=tiny dtype=f32 kv_dtype=f8e4m3},plan-sram{target=tiny},insert-sync,lower-to-isa"
+    machine = Machine(compile_module(module, {}, tiny, "f32", pipeline=spec), tiny)
+    x = np.array([[[1000.0, -1000.0, 3.0, 0.1, 447.0, -500.0, 2.0, 0.0]] * 2], np.float32)
+    machine.run("main", {"slots": np.array([1, 3]), "x": x})
+    cache = machine.read("cache")
+    assert np.isfinite(cache).all()
+    np.testing.assert_array_equal(cache[0, 1], [448.0, -448.0, 3.0, 0.1015625, 448.0, -448.0, 2.0, 0.0])
+    assert not cache[0, 0].any() and not cache[0, 2].any()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import ml_dtypes
 import numpy as np
@@ -209,8 +210,15 @@ def test_causal_sliding_window(rows: int, cols: int, diag: int, depth: int, dt: 
         assert (np.isfinite(expected).sum(axis=1) <= depth).all()
 
 
-@pytest.mark.parametrize(("func", "ref"), [(ReduceFn.SUM, np.sum), (ReduceFn.MAX, np.max), (ReduceFn.MIN, np.min)])
-def test_reduce(func: int, ref: np.ufunc) -> None:
+def _sum_of_squares(x: np.ndarray, axis: int, keepdims: bool) -> np.ndarray:
+    return np.sum(x * x, axis=axis, keepdims=keepdims)
+
+
+@pytest.mark.parametrize(
+    ("func", "ref"),
+    [(ReduceFn.SUM, np.sum), (ReduceFn.MAX, np.max), (ReduceFn.MIN, np.min), (ReduceFn.SUMSQ, _sum_of_squares)],
+)
+def test_reduce(func: int, ref: Callable[..., np.ndarray]) -> None:
     x = rand(5, 13)
     code = [load(SA, X, 5, 13), vpu(Op.VPU_REDUCE, func, 5, 13), store(OUT, SD, 5, 1)]
     np.testing.assert_allclose(run(code, {"x": x}, (5, 1)), ref(x, axis=1, keepdims=True), rtol=1e-6)
@@ -231,6 +239,37 @@ def test_select_and_fill() -> None:
         store(OUT, SD, 2, 3, dt_a=BF16),
     ]
     np.testing.assert_array_equal(run(filled, {}, (2, 3)), np.full((2, 3), np.float32(ml_dtypes.bfloat16(1 / 3))))
+
+
+@pytest.mark.parametrize("dt", [F32, BF16])
+def test_exp_sum_is_the_subtract_exp_and_row_sum_it_replaces(dt: int) -> None:
+    """vpu.expsum gives bit for bit what binary sub (row), unary exp into dt and reduce sum give."""
+    x, rows, cols = 4 * rand(6, 40), 6, 40
+    row_max = x.max(axis=1, keepdims=True)
+    sums_at = SC + 4 * rows  # c: the f32 row sums, after the row maxima at SC
+    fused = [
+        load(SA, X, rows, cols),
+        vpu(Op.VPU_REDUCE, ReduceFn.MAX, rows, cols, off_d=SC),
+        vpu(Op.VPU_EXP_SUM, 0, rows, cols, dt_d=dt, off_b=SC, reg_c=0, imm=sums_at),
+    ]
+    separate = [
+        load(SA, X, rows, cols),
+        vpu(Op.VPU_REDUCE, ReduceFn.MAX, rows, cols, off_d=SC),
+        vpu(Op.VPU_BINARY, BinaryFn.SUB, rows, cols, off_d=SA, off_b=SC, flags=Broadcast.ROW << FLAG_BCAST_SHIFT),
+        vpu(Op.VPU_UNARY, UnaryFn.EXP, rows, cols, dt_d=dt),
+        vpu(Op.VPU_REDUCE, ReduceFn.SUM, rows, cols, dt_a=dt, off_a=SD, off_d=sums_at),
+    ]
+    outputs = []
+    for code in (fused, separate):
+        probs = run([*code, store(OUT, SD, rows, cols, dt_a=dt)], {"x": x}, (rows, cols))
+        sums = run([*code, store(OUT, sums_at, rows, 1)], {"x": x}, (rows, 1))
+        outputs.append((probs, sums))
+    (probs, sums), (probs_ref, sums_ref) = outputs
+    np.testing.assert_array_equal(probs, probs_ref)
+    np.testing.assert_array_equal(sums, sums_ref)
+    np.testing.assert_allclose(probs, np.exp(x - row_max), rtol=1e-2 if dt == BF16 else 1e-6)
+    np.testing.assert_allclose(sums, probs.sum(axis=1, keepdims=True), rtol=1e-6)
+    assert (probs.max(axis=1) == 1.0).all()  # each row's largest score gives exp(0)
 
 
 def test_causal_uses_register_offset() -> None:

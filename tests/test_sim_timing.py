@@ -92,6 +92,9 @@ def test_vpu_cost_classes() -> None:
     assert cycles([reduce]) == 16 + 4
     add = Instr(Op.VPU_BINARY, func=BinaryFn.ADD, dt_d=F32, dt_a=F32, dt_b=F32, rows=4, cols=4)
     assert cycles([add]) == 1 + 4
+    # the softmax's subtract, exponential and row sum in one pass, at the exponential's rate
+    exp_sum = Instr(Op.VPU_EXP_SUM, dt_d=BF16, dt_a=F32, dt_b=F32, rows=16, cols=17, off_a=4096, off_b=8192, imm=9216)
+    assert cycles([exp_sum]) == cycles([exp])
 
 
 def test_independent_engines_overlap() -> None:

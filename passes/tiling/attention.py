@@ -18,7 +18,9 @@ from tasic.passes.tiling.attention_pipeline import (
     FlashPlan,
     Item,
     UnitTiles,
+    alternated,
     block_scores,
+    clamp,
     decode_plan,
     emit_pipelined,
     finish,
@@ -77,7 +79,7 @@ def flash_attention(ctx: TileContext, op: tfm.AttentionOp) -> bool:
     units = plan.units()
     if len(plan.items(units)) <= FLASH_MAX_ITEMS:
         for first in range(0, len(units), ITEMS_PER_KERNEL):
-            emit_pipelined(ctx, loc_of(op), list(plan.items(units[first : first + ITEMS_PER_KERNEL])))
+            emit_pipelined(ctx, loc_of(op), alternated(list(plan.items(units[first : first + ITEMS_PER_KERNEL]))))
         return True
     sq = plan.q.shape[2]
     for q0 in range(0, sq, plan.tq):
@@ -150,7 +152,7 @@ def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
     batch, heads, sq, d = q.shape
     kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
     group = heads // kv_heads
-    out = ctx.output_view(op.result)
+    out, out_scale = ctx.output_view(op.result), ctx.store_scales.get(op.result)
     mxu = ctx.mxu_type
     eb = element_bytes(mxu)
     mask = op.mask
@@ -195,6 +197,9 @@ def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
         if separate_p:
             kb.add(tile.UnaryOp("copy", scores, probs, nq, sk))
         kb.add(tile.MatmulOp(probs, vt, acc, nq, dv, sk, accumulate=False))
+        if out_scale is not None:  # stored quantised (kernels.place_concat_inputs)
+            kb.add(tile.ScalarOp("div", acc, acc, out_scale[0], nq, dv))
+            clamp(kb, acc, nq, dv, out_scale[1])
         kb.store(acc, out, [b, h, q0, Pos()], nq, dv)
 
     def heads_of(b: Pos, hk: Pos) -> None:

@@ -8,12 +8,16 @@ decoding sequences of one KV head (batched decode attention). Each has four phas
     P: O (+)= P V on the matrix engine
     F: when the item ends its query tile (or chunk): O / row sums, stored
 
-A kernel emits, for i = 0, 1, ...: R(i-1), S(i), P(i-1), F(i-2), in two sets of score tiles and
-three of result tiles. The in-order engines then overlap: the matrix engine computes the next
-scores and this P V while the vector engine works on the next softmax, and the DMA loads the next
-item while this one computes. Prefill and decode items of independent attention ops can share one
-kernel (`interleaved`): the vector-bound prefill items and the DMA-bound decode items then overlap
-without a kernel boundary between them::
+A kernel emits, for i = 0, 1, ...: R(i-1), S(i), P(i-2), F(i-3). The in-order engines then
+overlap: while the vector engine works on softmax i-1, the matrix engine computes scores i and
+P V of item i-2, whose softmax is done, so neither waits for the other's current item; the DMA
+loads the next item while this one computes. (P(i-1) comes in step i instead when item i continues
+item i-1's query tile: R(i) rescales the output P(i-1) adds to.) Scores, keys, probabilities and
+decode queries take two tile sets, values and decode results three, query tiles four.
+
+Prefill and decode items of independent attention ops can share one kernel (`interleaved`): the
+vector-bound prefill items and the DMA-bound decode items then overlap without a kernel boundary
+between them::
 
     tfm.attention (prefill, causal) + tfm.attention (decode group) -> one tile.kernel "...:prefill+decode0"
 """
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from xdsl.dialects.builtin import f32
-from xdsl.ir import SSAValue
+from xdsl.ir import Attribute, SSAValue
 
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import KernelBuilder, Pos
@@ -37,14 +41,18 @@ FLASH_ROWS = 4096
 """Stacked query rows (GQA heads x queries) per flash-attention tile: 16 row folds of a 256-row array."""
 FLASH_KEYS = 2048
 """Keys per flash-attention block (fewer when SRAM is short)."""
+FLASH_KEY_ALIGN = 256
+"""Keys every query of a tile sees form their own unmasked block in multiples of this (the array's width)."""
 FLASH_MIN_KEYS = 64
 """Shorter attention takes whole score rows at once."""
 FLASH_MAX_ITEMS = 256
 """More key blocks than this (in all query tiles) are not emitted one by one (attention.py rolls them)."""
 DECODE_BATCH_MAX = 64
 """Most sequences one batched decode-attention matmul takes."""
-UNIT_SETS = 3
-"""Query-tile tile sets (and decode result sets): one being filled, one in its softmax, one finishing."""
+UNIT_SETS = 4
+"""Query-tile tile sets: one being filled, one in its softmax, one in P V, one finishing."""
+VALUE_SETS = 3
+"""Value tile sets (and decode result sets): loaded in S, read two steps later by P (or F)."""
 
 T = TypeVar("T")
 
@@ -82,20 +90,25 @@ class FlashPlan:
     kb: int
     tq: int
     group: int
+    out_scale: tuple[float, float] | None = None  # (scale, limit): stored quantised (kernels.place_concat_inputs)
 
     def blocks(self, q0: int, nq: int) -> tuple[int, list[tuple[int, int, int | None]]]:
-        """Full blocks (every row sees every key) and the (start, keys, diagonal) blocks after them."""
+        """Full blocks of kb keys (every row sees every key) and the (start, keys, diagonal) blocks after
+        them: the rest of the keys every row sees, then those only some rows see (masked, in blocks of
+        at most kb); so only the blocks that cross the diagonal pay for the mask."""
         sq, sk = self.q.shape[2], self.k_t.shape[3]
         offset = sk - sq  # query i sees keys j <= i + offset
         causal = self.op.causal.value.data
         last = min(sk, q0 + nq + offset) if causal else sk  # keys any row of the tile sees
         unmasked = max(0, min(last, q0 + 1 + offset)) if causal else sk  # keys every row sees
         full_blocks = unmasked // self.kb
+        seen = unmasked // FLASH_KEY_ALIGN * FLASH_KEY_ALIGN if causal else unmasked
+        rest = [(k0, min(self.kb, seen - k0), None) for k0 in range(full_blocks * self.kb, seen, self.kb)]
         masked = [
             (k0, min(self.kb, last - k0), q0 + offset - k0 if causal else None)
-            for k0 in range(full_blocks * self.kb, last, self.kb)
+            for k0 in range(max(seen, full_blocks * self.kb), last, self.kb)
         ]
-        return full_blocks, masked
+        return full_blocks, rest + masked
 
     def units(self) -> list[tuple[int, int, int]]:
         """(batch, first query, KV head) of every query tile."""
@@ -122,8 +135,12 @@ class FlashPlan:
         return self.rows * (self.d * mxu_bytes + self.dv * 4 + 5 * 4)
 
     def block_bytes(self, mxu_bytes: int) -> int:
-        """SRAM bytes of one key block's tiles."""
-        return self.rows * self.kb * (4 + mxu_bytes) + self.kb * (self.d + self.dv) * mxu_bytes
+        """SRAM bytes of one key block's keys, scores and probabilities (two sets)."""
+        return self.rows * self.kb * (4 + mxu_bytes) + self.kb * self.d * mxu_bytes
+
+    def value_bytes(self, mxu_bytes: int) -> int:
+        """SRAM bytes of one key block's values (VALUE_SETS sets)."""
+        return self.kb * self.dv * mxu_bytes
 
 
 def flash_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None) -> FlashPlan | None:
@@ -141,7 +158,8 @@ def flash_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None)
 
     def need(tq: int, kb: int) -> int:
         rows = group * tq
-        return UNIT_SETS * rows * (d * eb + dv * 4 + 5 * 4) + 2 * (rows * kb * (4 + eb) + kb * (d + dv) * eb)
+        blocks = 2 * (rows * kb * (4 + eb) + kb * d * eb) + VALUE_SETS * kb * dv * eb
+        return UNIT_SETS * rows * (d * eb + dv * 4 + 5 * 4) + blocks
 
     while need(tq, kb) > budget and (kb > 16 or tq > 1):
         if kb > 16 and kb * group >= tq:
@@ -150,8 +168,8 @@ def flash_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None)
             tq //= 2
     if need(tq, kb) > budget:
         return None
-    out = ctx.output_view(op.result)
-    return FlashPlan(op, q, k.permute([0, 1, 3, 2]), v, out, group * tq, d, dv, kb, tq, group)
+    out, scale = ctx.output_view(op.result), ctx.store_scales.get(op.result)
+    return FlashPlan(op, q, k.permute([0, 1, 3, 2]), v, out, group * tq, d, dv, kb, tq, group, scale)
 
 
 @dataclass(frozen=True)
@@ -190,6 +208,7 @@ class DecodePlan:
     sk: int
     dv: int
     nb: int
+    out_scale: tuple[float, float] | None = None  # as FlashPlan.out_scale
 
     def items(self) -> list[DecodeItem]:
         """Chunks of `nb` sequences of every KV head."""
@@ -205,15 +224,10 @@ class DecodePlan:
         return self.rows * (self.dv + 1) * 4
 
     def sequence_bytes(self, mxu_bytes: int) -> int:
-        """SRAM bytes one sequence of an item takes."""
+        """SRAM bytes one sequence of an item takes in all its tile sets (`emit_pipelined`)."""
         rows, d, sk, dv = self.rows, self.d, self.sk, self.dv
-        return (
-            rows * d * mxu_bytes
-            + d * sk * mxu_bytes
-            + sk * dv * mxu_bytes
-            + rows * sk * (4 + mxu_bytes)
-            + rows * (dv + 1) * 4
-        )
+        scores = rows * d * mxu_bytes + d * sk * mxu_bytes + rows * sk * (4 + mxu_bytes)
+        return 2 * scores + VALUE_SETS * (sk * dv * mxu_bytes + self.result_bytes())
 
 
 def _stacked_heads(view: View, batch: int, kv_heads: int, group: int) -> View | None:
@@ -238,13 +252,13 @@ def decode_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None
     if q_rows is None:
         return None
     plan = DecodePlan(op, q_rows, k.permute([0, 1, 3, 2]), v, q_rows, rows, d, sk, dv, 1)
-    per_sequence = 2 * plan.sequence_bytes(element_bytes(ctx.mxu_type)) + (UNIT_SETS - 2) * plan.result_bytes()
+    per_sequence = plan.sequence_bytes(element_bytes(ctx.mxu_type))
     nb = min(batch, DECODE_BATCH_MAX, max(1, budget // per_sequence))
     if nb * per_sequence > budget:
         return None
     out_rows = _stacked_heads(ctx.output_view(op.result), batch, kv_heads, group)
     assert out_rows is not None, "a fresh result buffer is dense"
-    return DecodePlan(op, q_rows, plan.k_t, v, out_rows, rows, d, sk, dv, nb)
+    return DecodePlan(op, q_rows, plan.k_t, v, out_rows, rows, d, sk, dv, nb, ctx.store_scales.get(op.result))
 
 
 @dataclass(frozen=True)
@@ -304,8 +318,8 @@ def sram_bytes(items: list[Item], mxu_bytes: int) -> int:
     decode = [item.plan for item in items if isinstance(item, DecodeItem)]
     total = UNIT_SETS * max((p.unit_bytes(mxu_bytes) for p in flash), default=0)
     total += 2 * max((p.block_bytes(mxu_bytes) for p in flash), default=0)
-    total += 2 * max((p.nb * p.sequence_bytes(mxu_bytes) for p in decode), default=0)
-    return total + (UNIT_SETS - 2) * max((p.nb * p.result_bytes() for p in decode), default=0)
+    total += VALUE_SETS * max((p.value_bytes(mxu_bytes) for p in flash), default=0)
+    return total + max((p.nb * p.sequence_bytes(mxu_bytes) for p in decode), default=0)
 
 
 def spread(main: list[T], work: list[int], others: list[T]) -> list[T]:
@@ -321,13 +335,30 @@ def spread(main: list[T], work: list[int], others: list[T]) -> list[T]:
 
 
 def interleaved(prefill: list[Item], decode: list[Item]) -> list[Item]:
-    """Decode items spread evenly over the prefill items' vector work."""
+    """Decode items spread evenly over the prefill items' vector work (`alternated`)."""
+    prefill = alternated(prefill)
     return spread(prefill, [item.vector_work for item in prefill], decode)
 
 
+def alternated(prefill: list[Item]) -> list[Item]:
+    """The key blocks of two query tiles at a time in turn (A1 B1 A2 B2 ...), so that a block's P V
+    is not needed before the softmax of its tile's next block (which rescales the tile's output):
+    `emit_pipelined` can then leave every P V two steps behind its scores."""
+    runs: list[list[Item]] = []
+    for item in prefill:
+        if (isinstance(item, FlashItem) and item.first) or not runs:
+            runs.append([])
+        runs[-1].append(item)
+    items: list[Item] = []
+    for first in range(0, len(runs), 2):
+        pair = runs[first : first + 2]
+        for index in range(max(len(run) for run in pair)):
+            items += [run[index] for run in pair if index < len(run)]
+    return items
+
+
 def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
-    """One kernel over `items`, phases interleaved as R(i-1), S(i), P(i-1), F(i-2) (module docstring).
-    Scores and key blocks take two tile sets, what F reads three."""
+    """One kernel over `items`, phases interleaved as R(i-1), S(i), P(i-2), F(i-3) (module docstring)."""
     mxu = ctx.mxu_type
     kern = ctx.kernel(loc)
     flash = [item.plan for item in items if isinstance(item, FlashItem)]
@@ -336,49 +367,40 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
     def largest(values: list[int]) -> int:
         return max(values, default=1)
 
-    unit_sets: list[UnitTiles] = []
-    block_sets: list[BlockTiles] = []
-    decode_blocks: list[tuple[SSAValue, BlockTiles]] = []
-    decode_results: list[tuple[SSAValue, SSAValue]] = []
+    def sets(count: int, shape: tuple[int, int], element: Attribute) -> list[SSAValue]:
+        return [kern.sram(shape, element) for _ in range(count)]
+
+    assigned: list[tuple[UnitTiles, BlockTiles] | _DecodeTiles] = []
     if flash:
         rows, d, dv, kb = (largest([getattr(p, f) for p in flash]) for f in ("rows", "d", "dv", "kb"))
+        units = []
         for _ in range(UNIT_SETS):
             stats = (kern.sram(shape, f32) for shape in ((rows, dv), *[(rows, 1)] * 4))
-            unit_sets.append(UnitTiles(kern.sram((rows, d), mxu), *stats))
-        for _ in range(2):
-            block_sets.append(
-                BlockTiles(
-                    kern.sram((d, kb), mxu),
-                    kern.sram((kb, dv), mxu),
-                    kern.sram((rows, kb), f32),
-                    kern.sram((rows, kb), mxu),
-                )
-            )
+            units.append(UnitTiles(kern.sram((rows, d), mxu), *stats))
+        keys, values = sets(2, (d, kb), mxu), sets(VALUE_SETS, (kb, dv), mxu)
+        scores_, probs = sets(2, (rows, kb), f32), sets(2, (rows, kb), mxu)
     if decode:
         seq_rows = largest([p.nb * p.rows for p in decode])
         d, dv, sk = largest([p.d for p in decode]), largest([p.dv for p in decode]), largest([p.sk for p in decode])
-        for _ in range(2):  # per-sequence tiles packed one after another
-            block = BlockTiles(
-                kern.sram((largest([p.nb * p.d for p in decode]), sk), mxu),
-                kern.sram((largest([p.nb * p.sk for p in decode]), dv), mxu),
-                kern.sram((seq_rows, sk), f32),
-                kern.sram((seq_rows, sk), mxu),
-            )
-            decode_blocks.append((kern.sram((seq_rows, d), mxu), block))
-        for _ in range(UNIT_SETS):
-            decode_results.append((kern.sram((seq_rows, dv), f32), kern.sram((seq_rows, 1), f32)))
-
-    units_seen, blocks_seen, decodes_seen = -1, -1, -1
-    assigned: list[tuple[UnitTiles, BlockTiles] | _DecodeTiles] = []
+        # per-sequence tiles packed one after another
+        queries, dkeys = sets(2, (seq_rows, d), mxu), sets(2, (largest([p.nb * p.d for p in decode]), sk), mxu)
+        dvalues = sets(VALUE_SETS, (largest([p.nb * p.sk for p in decode]), dv), mxu)
+        dscores, dprobs = sets(2, (seq_rows, sk), f32), sets(2, (seq_rows, sk), mxu)
+        results = [(kern.sram((seq_rows, dv), f32), kern.sram((seq_rows, 1), f32)) for _ in range(VALUE_SETS)]
+    unit_of: dict[tuple[int, int, int, int], int] = {}  # (plan, batch, first query, KV head) -> unit number
+    blocks_seen, decodes_seen = -1, -1
     for item in items:
         if isinstance(item, FlashItem):
-            units_seen += item.first
+            unit = unit_of.setdefault((id(item.plan), item.b, item.q0, item.hk), len(unit_of))
             blocks_seen += 1
-            assigned.append((unit_sets[units_seen % UNIT_SETS], block_sets[blocks_seen % 2]))
+            n = blocks_seen
+            block = BlockTiles(keys[n % 2], values[n % VALUE_SETS], scores_[n % 2], probs[n % 2])
+            assigned.append((units[unit % UNIT_SETS], block))
         else:
             decodes_seen += 1
-            qt, block = decode_blocks[decodes_seen % 2]
-            assigned.append(_DecodeTiles(qt, block, *decode_results[decodes_seen % UNIT_SETS]))
+            n = decodes_seen
+            block = BlockTiles(dkeys[n % 2], dvalues[n % VALUE_SETS], dscores[n % 2], dprobs[n % 2])
+            assigned.append(_DecodeTiles(queries[n % 2], block, *results[n % VALUE_SETS]))
 
     def scores(index: int) -> None:
         item, tiles = items[index], assigned[index]
@@ -413,16 +435,23 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
             assert isinstance(tiles, _DecodeTiles)
             _decode_finish(kern, item, tiles)
 
-    for index in range(len(items) + 2):
-        previous = 0 <= index - 1 < len(items)
-        if previous:
+    def continued(index: int) -> bool:
+        """Whether the next item continues this one's query tile (its softmax rescales this one's P V)."""
+        after = items[index + 1] if index + 1 < len(items) else None
+        return isinstance(after, FlashItem) and not after.first
+
+    count = len(items)
+    for index in range(count + 3):
+        if 0 <= index - 1 < count:
             softmax(index - 1, product=False)
-        if index < len(items):
+        if index < count:
             scores(index)
-        if previous:
+        if 0 <= index - 2 < count and not continued(index - 2):
+            softmax(index - 2, product=True)
+        if 0 <= index - 1 < count and continued(index - 1):
             softmax(index - 1, product=True)
-        if index >= 2:
-            final(index - 2)
+        if 0 <= index - 3 < count:
+            final(index - 3)
 
 
 def load_queries(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Pos, q0: int, nq: int) -> None:
@@ -491,12 +520,10 @@ def online_softmax_vector(kern: KernelBuilder, unit: UnitTiles, block: BlockTile
     )  # fmt: skip
     kern.add(tile.ReduceOp("max", scores, stat, rows, nk))
     kern.add(tile.BinaryOp("max", m, stat, m_new, rows, 1))
-    kern.add(tile.BinaryOp("sub", scores, m_new, scores, rows, nk, "row"))
-    kern.add(tile.UnaryOp("exp", scores, probs, rows, nk))  # rounded to the MXU dtype once, summed as used
+    kern.add(tile.ExpSumOp(scores, m_new, probs, stat, rows, nk))  # P in the MXU dtype; its row sums as rounded
     kern.add(tile.BinaryOp("sub", m, m_new, m, rows, 1))
     kern.add(tile.UnaryOp("exp", m, m, rows, 1))  # the correction e^(m - m')
     kern.add(tile.BinaryOp("mul", denom, m, denom, rows, 1))
-    kern.add(tile.ReduceOp("sum", probs, stat, rows, nk))
     kern.add(tile.BinaryOp("add", denom, stat, denom, rows, 1))
     kern.add(tile.BinaryOp("mul", acc, m, acc, rows, dv, "row"))
     kern.add(tile.UnaryOp("copy", m_new, m, rows, 1))
@@ -504,13 +531,31 @@ def online_softmax_vector(kern: KernelBuilder, unit: UnitTiles, block: BlockTile
 
 def finish(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Pos, q0: int, nq: int) -> None:
     """O / l stored to each head's rows of the result."""
-    kern.add(tile.BinaryOp("div", unit.acc, unit.denom, unit.acc, plan.rows, plan.dv, "row"))
+    divide(kern, unit.acc, unit.denom, plan.rows, plan.dv, plan.out_scale)
 
     def store_head(g: Pos, _one: int) -> None:
         at = [b, hk.scaled(plan.group) + g, Pos(q0), Pos()]
         kern.store(unit.acc, plan.out, at, nq, plan.dv, g.scaled(plan.tq * plan.dv))
 
     kern.tiled_range(plan.group, 1, store_head)
+
+
+def divide(
+    kern: KernelBuilder, acc: SSAValue, sums: SSAValue, rows: int, dv: int, out_scale: tuple[float, float] | None
+) -> None:
+    """O / l in place; for a quantised result (`out_scale`) O / (l * scale), clamped to the 8-bit
+    float's range, so that the store rounds it to what a quantisation kernel would have written."""
+    if out_scale is not None:
+        kern.add(tile.ScalarOp("mul", sums, sums, out_scale[0], rows, 1))
+    kern.add(tile.BinaryOp("div", acc, sums, acc, rows, dv, "row"))
+    if out_scale is not None:
+        clamp(kern, acc, rows, dv, out_scale[1])
+
+
+def clamp(kern: KernelBuilder, values: SSAValue, rows: int, cols: int, limit: float) -> None:
+    """values clamped to +-limit in place (before a store that rounds them to an 8-bit float)."""
+    kern.add(tile.ScalarOp("min", values, values, limit, rows, cols))
+    kern.add(tile.ScalarOp("max", values, values, -limit, rows, cols))
 
 
 def _decode_scores(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
@@ -535,9 +580,7 @@ def _decode_softmax(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) 
     p, block = item.plan, tiles.block
     rows = item.n * p.rows
     kern.add(tile.ReduceOp("max", block.scores, tiles.stat, rows, p.sk))
-    kern.add(tile.BinaryOp("sub", block.scores, tiles.stat, block.scores, rows, p.sk, "row"))
-    kern.add(tile.UnaryOp("exp", block.scores, block.probs, rows, p.sk))  # rounded once, summed as used
-    kern.add(tile.ReduceOp("sum", block.probs, tiles.stat, rows, p.sk))
+    kern.add(tile.ExpSumOp(block.scores, tiles.stat, block.probs, tiles.stat, rows, p.sk))  # sums over the maxima
 
 
 def _decode_product(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
@@ -549,7 +592,7 @@ def _decode_product(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) 
 def _decode_finish(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
     """O / rowsum P, stored sequence by sequence."""
     p = item.plan
-    kern.add(tile.BinaryOp("div", tiles.acc, tiles.stat, tiles.acc, item.n * p.rows, p.dv, "row"))
+    divide(kern, tiles.acc, tiles.stat, item.n * p.rows, p.dv, p.out_scale)
     hk, b0 = Pos(item.hk), Pos(item.b0)
 
     def store(i: Pos, _one: int) -> None:

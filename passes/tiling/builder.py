@@ -48,6 +48,10 @@ class Pos:
         return [per_loop.get(loop, 0) for loop in range(depth)]
 
 
+LOAD_CHUNK_BYTES = 8 << 20
+"""Largest DMA load one instruction carries (`KernelBuilder.load`)."""
+
+
 @dataclass
 class KernelBuilder:
     """Appends ops to one tile.kernel, tracking the open loops."""
@@ -114,10 +118,28 @@ class KernelBuilder:
         return offset, loop_strides
 
     def load(self, view: View, starts: list[Pos], rows: int, cols: int, dest: SSAValue, sram_at: int | Pos = 0) -> None:
-        """DMA the [rows, cols] window at `starts` (last two dims) into an SRAM tile, from element `sram_at` on."""
+        """DMA the [rows, cols] window at `starts` (last two dims) into an SRAM tile, from element `sram_at` on.
+
+        A weight window of more than LOAD_CHUNK_BYTES is loaded in chunks of rows: the HBM channel
+        then fits them into the gaps other engines' transfers leave, instead of waiting for one gap as
+        long as the whole window (a 64 MiB weight prefetched during attention would otherwise wait
+        for every smaller transfer of the attention queued on the channel).
+        """
+        sram = sram_at if isinstance(sram_at, Pos) else Pos(sram_at)
+        hbm_bytes = rows * cols * element_bytes(view.buffer.type.element_type)  # type: ignore[attr-defined]
+        owner = view.buffer.owner
+        weight = isinstance(owner, tile.HbmBufferOp) and owner.kind.data == "weight"
+        if weight and hbm_bytes > LOAD_CHUNK_BYTES and rows > 1:
+            step = max(1, rows * LOAD_CHUNK_BYTES // hbm_bytes)
+            for r0 in range(0, rows, step):
+                at = [*starts[:-2], starts[-2] + Pos(r0), starts[-1]]
+                self._load(view, at, min(step, rows - r0), cols, dest, sram + Pos(r0 * cols))
+            return
+        self._load(view, starts, rows, cols, dest, sram)
+
+    def _load(self, view: View, starts: list[Pos], rows: int, cols: int, dest: SSAValue, sram: Pos) -> None:
         offset, loop_strides = self.access(view, starts)
         row_stride, col_stride = _last_two_strides(view)
-        sram = sram_at if isinstance(sram_at, Pos) else Pos(sram_at)
         self.add(
             tile.DmaLoadOp(
                 view.buffer,

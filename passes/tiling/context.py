@@ -28,9 +28,12 @@ class TileContext:
     cost_model: bool = True  # see TilePass
     epilogue_fusion: bool = True  # see TilePass
     allreduce_overlap: bool = True  # see TilePass
+    kv_dtype: str = ""  # HBM storage of float KV-cache state; "" stores it as float_dtype
     fused: set[Operation] = field(default_factory=set)  # ops a kernel has already computed (epilogues)
     views: dict[SSAValue, View] = field(default_factory=dict)
     placed: dict[SSAValue, View] = field(default_factory=dict)  # results a consumer's buffer already holds
+    # results placed in an 8-bit float buffer: (static scale, largest finite value) to divide and clamp by
+    store_scales: dict[SSAValue, tuple[float, float]] = field(default_factory=dict)
     weights: dict[tuple[str, bool], SSAValue] = field(default_factory=dict)
     temp_count: int = 0
 
@@ -50,6 +53,12 @@ class TileContext:
         if fp8_max(elem) is not None:
             return elem
         return dtype_type(self.float_dtype) if is_float(elem) else elem
+
+    def kv_storage_type(self, typ: Attribute) -> Attribute:
+        """HBM element type of KV-cache state: `kv_dtype` for floats when set, else `storage_type`."""
+        if self.kv_dtype and is_float(typ.element_type if isinstance(typ, TensorType) else typ):
+            return dtype_type(self.kv_dtype)
+        return self.storage_type(typ)
 
     def sram_type(self, typ: Attribute) -> Attribute:
         """SRAM element type the VPU computes a tensor in (f32 for floats)."""

@@ -17,7 +17,7 @@ Example (SwiGLU and the residual add):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xdsl.dialects.builtin import f32
 from xdsl.ir import SSAValue
@@ -35,6 +35,7 @@ class EpilogueStep:
     op: tfm.UnaryOp | tfm.ScalarOp | tfm.BinaryOp | tfm.AllReduceOp | tfm.QuantizeOp
     other: View | None = None
     chain_is_lhs: bool = True
+    prescaled: bool = False  # a static quantisation whose division the producer folded in (clamp only)
 
     @property
     def other_is_row(self) -> bool:
@@ -153,7 +154,8 @@ def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch:
             kb.add(tile.AllReduceOp(link, work, op.chips.value.data, rows, cols))
         elif isinstance(op, tfm.QuantizeOp):
             assert op.static_scale is not None
-            kb.add(tile.ScalarOp("div", work, work, op.static_scale.value.data, rows, cols))
+            if not step.prescaled:
+                kb.add(tile.ScalarOp("div", work, work, op.static_scale.value.data, rows, cols))
             saturate(kb, op, work, rows, cols)
         elif isinstance(op, tfm.UnaryOp):
             kb.add(tile.UnaryOp(op.fn.data, work, work, rows, cols))
@@ -168,6 +170,16 @@ def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch:
             kb.load(step.other, starts, rows, cols, scratch.tile)
             lhs, rhs = (work, scratch.tile) if step.chain_is_lhs else (scratch.tile, work)
             kb.add(tile.BinaryOp(op.fn.data, lhs, rhs, work, rows, cols))
+
+
+def prescale(steps: list[EpilogueStep]) -> tuple[list[EpilogueStep], float]:
+    """For a producer that ends in a per-row multiply (a norm): when the chain starts with a static
+    quantisation, the factor 1 / scale to fold into that multiply and the chain with the division
+    marked done; else the chain and 1.0."""
+    if steps and isinstance(steps[0].op, tfm.QuantizeOp) and steps[0].op.static_scale is not None:
+        first = replace(steps[0], prescaled=True)
+        return [first, *steps[1:]], 1.0 / steps[0].op.static_scale.value.data
+    return steps, 1.0
 
 
 def saturate(kb: KernelBuilder, op: tfm.QuantizeOp, x: SSAValue, rows: int, cols: int) -> None:

@@ -20,6 +20,7 @@ from tasic.passes.tiling.dtypes import element_bytes
 from tasic.passes.tiling.epilogue import apply as apply_epilogue
 from tasic.passes.tiling.epilogue import (
     collect,
+    prescale,
     saturate,
     scratch_tiles,
     scratch_tiles_needed,
@@ -125,7 +126,11 @@ ROPE_ROWS = 4096
 
 
 def rope(ctx: TileContext, op: tfm.RopeOp) -> None:
-    """tfm.rope per tile of rows: halves of x, cos, sin in; lo = x_lo c_lo - x_hi s_lo, hi = x_hi c_hi + x_lo s_hi."""
+    """tfm.rope per tile of rows: halves of x, cos, sin in; lo = x_lo c_lo - x_hi s_lo, hi = x_hi c_hi + x_lo s_hi.
+
+    When one tile holds a head's every row and the tables are the same for every head (broadcast),
+    cos and sin are loaded once, and up to ROPE_HEADS heads share each tile (stacked as rows, the
+    tables repeated beside them), so each vector instruction covers several heads."""
     full = as_matrix_shape(tfm.shape_of(op.input))
     out = ctx.result_view(op.result)
     sources = [ctx.view_of(v).broadcast_to(full) for v in (op.input, op.cos, op.sin)]
@@ -137,24 +142,46 @@ def rope(ctx: TileContext, op: tfm.RopeOp) -> None:
     half_shape = (*shape[:-1], half)
     limits = (min(shape[-2], ROPE_ROWS), min(half, COL_TILE_MAX))
     rows, cols = fit_tile(*limits, 9 * 4, ctx.sram_budget, f"{loc_of(op)} tiles")
+    shared = rows >= shape[-2] and cols >= half and all(not any(v.strides[:-2]) for v in (cos, sin))
+    heads = prod(shape[:-2])
+    group = 1
+    if shared and len(shape) == 3:
+        fits = [g for g in range(1, ROPE_HEADS + 1) if heads % g == 0 and 9 * 4 * g * rows * cols <= ctx.sram_budget]
+        group = max(fits, default=1)
     kb = ctx.kernel(loc_of(op))
-    x_lo, x_hi, c_lo, c_hi, s_lo, s_hi, lo, hi, tmp = (kb.sram((rows, cols), f32) for _ in range(9))
+    x_lo, x_hi, c_lo, c_hi, s_lo, s_hi, lo, hi, tmp = (kb.sram((group * rows, cols), f32) for _ in range(9))
+    tables = list(zip(halves[1:3], ((c_lo, c_hi), (s_lo, s_hi)), strict=True))
+    if shared:
+        for (view_lo, view_hi), (tile_lo, tile_hi) in tables:
+            for g in range(group):
+                kb.load(view_lo, [Pos()] * len(shape), shape[-2], half, tile_lo, g * rows * cols)
+                kb.load(view_hi, [Pos()] * len(shape), shape[-2], half, tile_hi, g * rows * cols)
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
-        for (view_lo, view_hi), (tile_lo, tile_hi) in zip(
-            halves[:3], ((x_lo, x_hi), (c_lo, c_hi), (s_lo, s_hi)), strict=True
-        ):
-            kb.load(view_lo, starts, nr, nc, tile_lo)
-            kb.load(view_hi, starts, nr, nc, tile_hi)
+        """The tile at `starts` and the group - 1 heads after it."""
+        for g in range(group):
+            at = [starts[0] + Pos(g), *starts[1:]] if group > 1 else starts
+            for (view_lo, view_hi), (tile_lo, tile_hi) in [(halves[0], (x_lo, x_hi)), *([] if shared else tables)]:
+                kb.load(view_lo, at, nr, nc, tile_lo, g * nr * nc)
+                kb.load(view_hi, at, nr, nc, tile_hi, g * nr * nc)
         for fn, a, b, dst in (
             ("mul", x_lo, c_lo, lo), ("mul", x_hi, s_lo, tmp), ("sub", lo, tmp, lo),
             ("mul", x_hi, c_hi, hi), ("mul", x_lo, s_hi, tmp), ("add", hi, tmp, hi),
         ):  # fmt: skip
-            kb.add(tile.BinaryOp(fn, a, b, dst, nr, nc))
-        kb.store(lo, halves[3][0], starts, nr, nc)
-        kb.store(hi, halves[3][1], starts, nr, nc)
+            kb.add(tile.BinaryOp(fn, a, b, dst, group * nr, nc))
+        for g in range(group):
+            at = [starts[0] + Pos(g), *starts[1:]] if group > 1 else starts
+            kb.store(lo, halves[3][0], at, nr, nc, g * nr * nc)
+            kb.store(hi, halves[3][1], at, nr, nc, g * nr * nc)
 
-    kb.for_each_tile(half_shape, rows, cols, body)
+    if group > 1:
+        kb.tiled_range(heads, group, lambda h0, _n: body([h0, Pos(), Pos()], shape[-2], half))
+    else:
+        kb.for_each_tile(half_shape, rows, cols, body)
+
+
+ROPE_HEADS = 8
+"""Heads one rope tile holds at most (when every row of a head fits one tile)."""
 
 
 ALL_REDUCE_CHUNKS = 4
@@ -221,6 +248,7 @@ def rms_norm_epilogue(
     """Declare the tiles of `norm` computed from whole-row tiles of its input; return the emitter."""
     ctx.fused.add(norm)
     steps, final = collect(ctx, norm.result, flat_shape)
+    steps, factor = prescale(steps)
     dest = ctx.result_view(final).reshape(flat_shape)
     assert dest is not None, "a fresh result buffer is dense"
     width = flat_shape[1]
@@ -230,8 +258,7 @@ def rms_norm_epilogue(
     eps = norm.eps.value.data
 
     def emit(x: SSAValue, starts: list[Pos], nr: int, nc: int) -> None:
-        kb.add(tile.BinaryOp("mul", x, x, normed, nr, nc))
-        _rsqrt_mean(kb, normed, stat, eps, nr, nc)
+        _rsqrt_mean(kb, x, stat, eps, nr, nc, factor)
         kb.add(tile.BinaryOp("mul", x, stat, normed, nr, nc, "row"))
         kb.add(tile.BinaryOp("mul", normed, gamma, normed, nr, nc, "col"))
         apply_epilogue(kb, steps, normed, scratch, starts, nr, nc)
@@ -249,7 +276,7 @@ def copy_into(ctx: TileContext, loc: str, result: SSAValue, source: View) -> Non
 def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
     """tfm.quantize per tile: x / scale (a [rows, 1] tile, or the static scale), clamp to +-max on the VPU;
     the DMA store rounds to the 8-bit float (nearest even), so values never overflow to NaN."""
-    out = ctx.result_view(op.result)
+    out = ctx.output_view(op.result)  # made already when its input's concat tried to place into it
     shape = as_matrix_shape(out.shape)
     source, dest = ctx.view_of(op.input).broadcast_to(shape), out.broadcast_to(shape)
     scale = None
@@ -304,15 +331,19 @@ def rowwise(
     source: View,
     scratch_full: int,
     params: list[View],
-    emit: Callable[[KernelBuilder, SSAValue, list[SSAValue], list[SSAValue], SSAValue, int, int], None],
+    emit: Callable[[KernelBuilder, SSAValue, list[SSAValue], list[SSAValue], SSAValue, int, int, float], None],
+    row_factor: bool = False,
 ) -> None:
-    """A kernel over whole rows (last dim in SRAM): emit(kb, x, scratch, params, stat, rows, C), then the
-    fused elementwise epilogue (tiling/epilogue.py) when the rows flatten to a matrix."""
+    """A kernel over whole rows (last dim in SRAM): emit(kb, x, scratch, params, stat, rows, C, factor), then
+    the fused elementwise epilogue (tiling/epilogue.py) when the rows flatten to a matrix. With
+    `row_factor` (emit's result is a per-row multiple), emit multiplies by `factor` too: a static
+    quantisation's 1 / scale, whose division the epilogue then skips."""
     shape = as_matrix_shape(tfm.shape_of(result))
     width = shape[-1]
     flat_shape = (prod(shape[:-1]), width)
     src = source.broadcast_to(shape).reshape(flat_shape)
     steps, final = collect(ctx, result, flat_shape) if src is not None else ([], result)
+    steps, factor = prescale(steps) if row_factor else (steps, 1.0)
     out = ctx.result_view(final).broadcast_to(shape)
     dst = out.reshape(flat_shape)
     if src is None or dst is None:
@@ -333,7 +364,7 @@ def rowwise(
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         kb.load(src, starts, nr, nc, x)
-        emit(kb, x, scratch, param_tiles, stat, nr, nc)
+        emit(kb, x, scratch, param_tiles, stat, nr, nc, factor)
         apply_epilogue(kb, steps, x, epilogue_scratch, starts, nr, nc)
         kb.store(x, dst, starts, nr, nc)
 
@@ -344,7 +375,7 @@ def softmax(ctx: TileContext, op: tfm.SoftmaxOp) -> None:
     """Row softmax: max, subtract, exp, sum, divide."""
 
     def emit(
-        kb: KernelBuilder, x: SSAValue, _s: list[SSAValue], _p: list[SSAValue], st: SSAValue, r: int, c: int
+        kb: KernelBuilder, x: SSAValue, _s: list[SSAValue], _p: list[SSAValue], st: SSAValue, r: int, c: int, _f: float
     ) -> None:
         softmax_rows(kb, x, st, r, c)
 
@@ -353,9 +384,7 @@ def softmax(ctx: TileContext, op: tfm.SoftmaxOp) -> None:
 
 def softmax_rows(kb: KernelBuilder, x: SSAValue, stat: SSAValue, rows: int, cols: int) -> None:
     kb.add(tile.ReduceOp("max", x, stat, rows, cols))
-    kb.add(tile.BinaryOp("sub", x, stat, x, rows, cols, "row"))
-    kb.add(tile.UnaryOp("exp", x, x, rows, cols))
-    kb.add(tile.ReduceOp("sum", x, stat, rows, cols))
+    kb.add(tile.ExpSumOp(x, stat, x, stat, rows, cols))  # exp(x - max), in place, and its row sums
     kb.add(tile.BinaryOp("div", x, stat, x, rows, cols, "row"))
 
 
@@ -364,26 +393,30 @@ def layer_norm(ctx: TileContext, op: tfm.LayerNormOp) -> None:
     eps = op.eps.value.data
 
     def emit(
-        kb: KernelBuilder, x: SSAValue, s: list[SSAValue], p: list[SSAValue], st: SSAValue, r: int, c: int
+        kb: KernelBuilder, x: SSAValue, _s: list[SSAValue], p: list[SSAValue], st: SSAValue, r: int, c: int, _f: float
     ) -> None:
         kb.add(tile.ReduceOp("sum", x, st, r, c))
         kb.add(tile.ScalarOp("mul", st, st, 1.0 / c, r, 1))
         kb.add(tile.BinaryOp("sub", x, st, x, r, c, "row"))
-        kb.add(tile.BinaryOp("mul", x, x, s[0], r, c))
-        _rsqrt_mean(kb, s[0], st, eps, r, c)
+        _rsqrt_mean(kb, x, st, eps, r, c)
         kb.add(tile.BinaryOp("mul", x, st, x, r, c, "row"))
         kb.add(tile.BinaryOp("mul", x, p[0], x, r, c, "col"))
         kb.add(tile.BinaryOp("add", x, p[1], x, r, c, "col"))
 
     params = [ctx.view_of(op.weight), ctx.view_of(op.bias)]
-    rowwise(ctx, loc_of(op), op.result, ctx.view_of(op.input), 1, params, emit)
+    rowwise(ctx, loc_of(op), op.result, ctx.view_of(op.input), 0, params, emit)
 
 
-def _rsqrt_mean(kb: KernelBuilder, squares: SSAValue, stat: SSAValue, eps: float, rows: int, cols: int) -> None:
-    kb.add(tile.ReduceOp("sum", squares, stat, rows, cols))
+def _rsqrt_mean(
+    kb: KernelBuilder, x: SSAValue, stat: SSAValue, eps: float, rows: int, cols: int, factor: float = 1.0
+) -> None:
+    """stat = rsqrt(mean(x^2) + eps) (* factor), one value per row."""
+    kb.add(tile.ReduceOp("sumsq", x, stat, rows, cols))
     kb.add(tile.ScalarOp("mul", stat, stat, 1.0 / cols, rows, 1))
     kb.add(tile.ScalarOp("add", stat, stat, eps, rows, 1))
     kb.add(tile.UnaryOp("rsqrt", stat, stat, rows, 1))
+    if factor != 1.0:
+        kb.add(tile.ScalarOp("mul", stat, stat, factor, rows, 1))
 
 
 def rms_norm(ctx: TileContext, op: tfm.RmsNormOp) -> None:
@@ -391,14 +424,13 @@ def rms_norm(ctx: TileContext, op: tfm.RmsNormOp) -> None:
     eps = op.eps.value.data
 
     def emit(
-        kb: KernelBuilder, x: SSAValue, s: list[SSAValue], p: list[SSAValue], st: SSAValue, r: int, c: int
+        kb: KernelBuilder, x: SSAValue, _s: list[SSAValue], p: list[SSAValue], st: SSAValue, r: int, c: int, f: float
     ) -> None:
-        kb.add(tile.BinaryOp("mul", x, x, s[0], r, c))
-        _rsqrt_mean(kb, s[0], st, eps, r, c)
+        _rsqrt_mean(kb, x, st, eps, r, c, f)
         kb.add(tile.BinaryOp("mul", x, st, x, r, c, "row"))
         kb.add(tile.BinaryOp("mul", x, p[0], x, r, c, "col"))
 
-    rowwise(ctx, loc_of(op), op.result, ctx.view_of(op.input), 1, [ctx.view_of(op.weight)], emit)
+    rowwise(ctx, loc_of(op), op.result, ctx.view_of(op.input), 0, [ctx.view_of(op.weight)], emit, row_factor=True)
 
 
 def reduce(ctx: TileContext, op: tfm.ReduceOp) -> None:
@@ -491,6 +523,7 @@ def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:
 
     def body(outer: list[Pos], r0: Pos, nr: int, c0: Pos, nc: int) -> None:
         kb.load(source, [*outer, r0, c0], nr, nc, buf)
+        saturate_to(kb, table.buffer, buf, nr, nc)
         ids_access = (ids.offset + r0.const * ids.strides[0], [s * ids.strides[0] for s in r0.strides(kb.depth)])
         table_access = kb.access(table, [*outer, Pos(), c0])
         kb.add(tile.DmaScatterOp(buf, ids.buffer, table.buffer, nr, nc, ids_access, table_access, table.strides[-2]))
@@ -504,6 +537,15 @@ def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:
             kb.tiled_range(table.shape[dim_index], 1, lambda p, _n: outer_loops(dim_index + 1, [*starts, p]))
 
     outer_loops(0, [])
+
+
+def saturate_to(kb: KernelBuilder, hbm: SSAValue, values: SSAValue, rows: int, cols: int) -> None:
+    """Clamp f32 values bound for an 8-bit float HBM buffer (an FP8 KV cache) to its largest finite
+    magnitude, so the rounding store saturates instead of writing NaN; nothing for other buffers."""
+    limit = tfm.fp8_max(hbm.type.element_type)  # type: ignore[attr-defined]
+    if limit is not None:
+        kb.add(tile.ScalarOp("min", values, values, limit, rows, cols))
+        kb.add(tile.ScalarOp("max", values, values, -limit, rows, cols))
 
 
 def _index_copy_staged(ctx: TileContext, loc: str, table: View, source: View, ids: View) -> None:
@@ -530,6 +572,7 @@ def _index_copy_staged(ctx: TileContext, loc: str, table: View, source: View, id
     each_outer(
         lambda outer, flat: kb.load(source, [*outer, Pos(), Pos()], count, width, buf, flat.scaled(count * width))
     )
+    saturate_to(kb, table.buffer, buf, prod(outer_shape) * count, width)
 
     def scatter(outer: list[Pos], flat: Pos) -> None:
         sram = flat.scaled(count * width)
@@ -571,18 +614,53 @@ def place_concat_inputs(ctx: TileContext, ops: list[Operation]) -> None:
 
         %a = tfm.attention ... -> [1, H, S, D] ; %t = transpose / reshape %a -> [S, H*D]
         %c = tfm.concat %t, ... {dim = 0}      -> the attention stores rows of %c with strides (D, H*D, 1)
+
+    When every input is such a result and the concat's one consumer is a static FP8 quantisation (the
+    o_proj's input), the buffer is the quantised one and the attentions store their results divided by
+    its scale and clamped (`store_scales`), so no kernel quantises the concat.
     """
     for op in ops:
         if isinstance(op, tfm.ConcatOp):
-            out = ctx.result_view(op.result)
-            dim, start = op.dim.value.data, 0
-            for value in op.inputs:
-                size = tfm.shape_of(value)[dim]
-                _place(ctx, value, out.slice(dim, start, start + size, 1))
-                start += size
+            quantize = _static_quantize_of(op.result)
+            scale = None
+            if quantize is not None:  # the quantised buffer, when every input can be placed in it
+                placements = _placements(op, ctx.result_view(quantize.result))
+                if all(placements):
+                    ctx.fused.add(quantize)
+                    ctx.views[op.result] = ctx.views[quantize.result]
+                    limit = tfm.fp8_max(tfm.element_type(quantize.result))
+                    assert quantize.static_scale is not None and limit is not None
+                    scale = (quantize.static_scale.value.data, limit)
+            if scale is None:  # else the concat's own buffer (the quantisation, if any, a kernel of its own)
+                placements = _placements(op, ctx.result_view(op.result))
+            for placement in placements:
+                if placement is not None:
+                    ctx.placed[placement[0]] = placement[1]
+                    if scale is not None:
+                        ctx.store_scales[placement[0]] = scale
 
 
-def _place(ctx: TileContext, value: SSAValue, dest: View | None) -> None:
+def _placements(op: tfm.ConcatOp, out: View) -> list[tuple[SSAValue, View] | None]:
+    """`_placement` of each concat input in its window of `out`."""
+    dim, start, placements = op.dim.value.data, 0, []
+    for value in op.inputs:
+        size = tfm.shape_of(value)[dim]
+        placements.append(_placement(value, out.slice(dim, start, start + size, 1)))
+        start += size
+    return placements
+
+
+def _static_quantize_of(value: SSAValue) -> tfm.QuantizeOp | None:
+    """The one consumer of `value` when it is a quantisation by a static scale to the same shape."""
+    user = value.get_user_of_unique_use() if value.has_one_use() else None
+    if isinstance(user, tfm.QuantizeOp) and user.static_scale is not None and user.scale is None:
+        return user if tfm.shape_of(user.result) == tfm.shape_of(value) else None
+    return None
+
+
+def _placement(value: SSAValue, dest: View | None) -> tuple[SSAValue, View] | None:
+    """The attention result behind `value` (through single-use reshapes and transposes) and its window
+    of `dest`, or None."""
     while dest is not None and value.has_one_use():
         owner = value.owner
         if isinstance(owner, tfm.ReshapeOp):
@@ -591,9 +669,8 @@ def _place(ctx: TileContext, value: SSAValue, dest: View | None) -> None:
             inverse = sorted(range(len(owner.permutation)), key=lambda i: owner.permutation[i])
             value, dest = owner.input, dest.permute(inverse)
         else:
-            if isinstance(owner, tfm.AttentionOp):
-                ctx.placed[value] = dest
-            return
+            return (value, dest) if isinstance(owner, tfm.AttentionOp) and dest is not None else None
+    return None
 
 
 def _same_elements(a: View, b: View) -> bool:
@@ -604,8 +681,9 @@ def _same_elements(a: View, b: View) -> bool:
 
 
 def copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Attribute]) -> None:
-    """Copy a view (converting dtype) into an existing destination view."""
+    """Copy a view (converting dtype, saturating into 8-bit floats) into an existing destination view."""
     shape = as_matrix_shape(dest.shape)
+    narrows = tfm.fp8_max(source[0].buffer.type.element_type) is None  # type: ignore[attr-defined]
     dst, src = dest.broadcast_to(shape), source[0].broadcast_to(shape)
     limits = (min(shape[-2], ROW_TILE_MAX), min(shape[-1], COL_TILE_MAX))
     rows, cols = fit_tile(*limits, element_bytes(source[1]), ctx.sram_budget, loc)
@@ -614,6 +692,8 @@ def copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Att
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         kb.load(src, starts, nr, nc, buf)
+        if narrows:
+            saturate_to(kb, dst.buffer, buf, nr, nc)
         kb.store(buf, dst, starts, nr, nc)
 
     kb.for_each_tile(shape, rows, cols, body)

@@ -21,6 +21,7 @@ from tasic.passes.tiling.dtypes import dtype_name, element_bytes
 from tasic.passes.tiling.epilogue import (
     EpilogueStep,
     GatedEpilogue,
+    Scratch,
     collect,
     collect_gated,
     reduces,
@@ -101,8 +102,10 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     mxu = matmul_operand_type(ctx, a, b)
     output_tiles = 1 + scratch_tiles_needed(steps) + 2 * reduces(steps)  # + the link tile and a norm's
     chunked = _all_reduce_chunks(ctx, m, n, k, element_bytes(mxu), output_tiles) if reduces(steps) else None
+    if not reduces(steps) and not batch and following_rms_norm(ctx, final) is not None:
+        chunked = _norm_chunks(ctx, m, n, k, element_bytes(mxu), output_tiles + 1)
     tm, tn, tk = chunked or _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
-    norm = following_rms_norm(ctx, final) if reduces(steps) and tn == n else None
+    norm = following_rms_norm(ctx, final) if chunked and tn == n else None
     kb = ctx.kernel(loc)
     lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
     acc = kb.sram((tm, tn), f32)
@@ -173,6 +176,9 @@ def _gated_matmul(
     lhs, rhs_gate, rhs_up = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu), kb.sram((tk, tn), mxu)
     acc_gate, acc_up = kb.sram((tm, tn), f32), kb.sram((tm, tn), f32)
     scratch = scratch_tiles(kb, steps, tm, tn)
+    # the up half's shared steps get rows of their own: reusing the gate's would make the next row's load
+    # wait for the gate's epilogue, and every load queued behind it (the next tile's operands) with it
+    scratch_up = Scratch(scratch.tile, kb.sram((1, tn), f32) if scratch.row is not None else None)
     up = Pos(width)
     lhs_once = tm >= m and tk >= k and width > tn  # one row tile and K step: every column tile shares it
     if lhs_once:
@@ -199,7 +205,7 @@ def _gated_matmul(
 
         k_steps(kb, k, tk, k_step)
         apply_epilogue(kb, shared, acc_gate, scratch, [m0, n0], nm, nn)
-        apply_epilogue(kb, shared, acc_up, scratch, [m0, n0 + up], nm, nn)
+        apply_epilogue(kb, shared, acc_up, scratch_up, [m0, n0 + up], nm, nn)
         apply_epilogue(kb, gated.gate, acc_gate, scratch, [m0, n0], nm, nn)
         kb.add(tile.BinaryOp("mul", acc_gate, acc_up, acc_gate, nm, nn))
         apply_epilogue(kb, gated.after, acc_gate, scratch, [m0, n0], nm, nn)
@@ -230,6 +236,15 @@ def _all_reduce_chunks(
             return None
         tk = -(-tk // 2)
     return tm, n, tk
+
+
+def _norm_chunks(ctx: TileContext, m: int, n: int, k: int, eb: int, output_tiles: int) -> tuple[int, int, int] | None:
+    """Tiles for a matmul whose output an rms_norm reads (o_proj, then post_attention_layernorm): chunks
+    of whole rows as for an all-reduce, so the norm runs on each chunk in the kernel while the matrix
+    engines compute the next; only when the weight is loaded once (a whole K step) and there are
+    several chunks, else None (separate kernels)."""
+    chunked = _all_reduce_chunks(ctx, m, n, k, eb, output_tiles)
+    return chunked if chunked is not None and chunked[2] >= k and chunked[0] < m else None
 
 
 def matmul(ctx: TileContext, op: tfm.MatmulOp) -> None:

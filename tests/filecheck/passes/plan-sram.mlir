@@ -1,7 +1,8 @@
 // RUN: tasic-opt %s -p 'plan-sram{target=tiny}' | filecheck %s
 // plan-sram places each kernel's tiles 64-byte aligned, one after another, at the lowest address the last four
 // kernels do not use (so that insert-sync lets them overlap); when SRAM (256 KiB on tiny) is too small for that, it
-// avoids fewer of them.
+// avoids fewer of them. A kernel that cannot keep clear of the one before still places the tiles a weight is loaded
+// into before any loop on their own, clear of it, so that weight can stream in while that kernel computes.
 
 func.func @main() {
   %x = tile.hbm {name = "x", kind = "input"} : memref<4x10xf32, "hbm">
@@ -32,6 +33,12 @@ func.func @main() {
   tile.kernel "big2" {
     %i = tile.sram {offset = -1 : i64} : memref<200x256xf32, "sram">
   }
+  %w = tile.hbm {name = "w", kind = "weight"} : memref<16x256xf32, "hbm">
+  tile.kernel "prefetch" {
+    %act = tile.sram {offset = -1 : i64} : memref<180x256xf32, "sram">
+    %wt = tile.sram {offset = -1 : i64} : memref<16x256xf32, "sram">
+    tile.dma_load %w, %wt {rows = 16 : i64, cols = 256 : i64, offset = 0 : i64, row_stride = 256 : i64, col_stride = 1 : i64, loop_strides = [], sram_offset = 0 : i64} : memref<16x256xf32, "hbm">, memref<16x256xf32, "sram">
+  }
   func.return
 }
 
@@ -55,3 +62,8 @@ func.func @main() {
 // Two 200 KiB kernels do not fit side by side: the second cannot avoid the first and starts at 0.
 // CHECK: tile.kernel "big2" {
 // CHECK-NEXT: tile.sram {offset = 0 : i64} : memref<200x256xf32, "sram">
+// Kernel "prefetch" (196 KiB) cannot avoid "big2" (bytes 0 to 204800); its weight tile goes after both 200 KiB
+// kernels (the end of "big"), the rest at 0.
+// CHECK: tile.kernel "prefetch" {
+// CHECK-NEXT: tile.sram {offset = 0 : i64} : memref<180x256xf32, "sram">
+// CHECK-NEXT: tile.sram {offset = 205376 : i64} : memref<16x256xf32, "sram">
