@@ -31,8 +31,10 @@ engines then compute and send the second tile while the vector engine finishes t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import prod
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ArrayAttr, IntegerAttr, ModuleOp, i64
@@ -130,8 +132,10 @@ def _around_collective(first: list[Operation], second: list[Operation]) -> list[
 
 def _private_tiles(body: list[Operation]) -> list[SSAValue]:
     """Tiles each iteration writes before reading (so a second copy can hold the next iteration's); a
-    nested loop counts as reading first whatever it touches."""
+    nested loop counts as reading first whatever it touches. A tile that DMA loads fill in parts
+    counts only when those parts, before any read, cover it exactly."""
     first: dict[SSAValue, str] = {}
+    parts: dict[SSAValue, list[tuple[int, int]]] = {}  # element ranges loads wrote into a tile, before reads
     partial: set[SSAValue] = set()
     for op in body:
         reads, writes = _reads_writes(op)
@@ -141,8 +145,20 @@ def _private_tiles(body: list[Operation]) -> list[SSAValue]:
             first.setdefault(value, "read")
         for value in writes:
             first.setdefault(value, "write")
-            if isinstance(op, tile.DmaLoadOp) and (op.int_prop("sram_offset") or op.sram_loop_strides is not None):
-                partial.add(value)
+            if isinstance(op, tile.DmaLoadOp):
+                if op.sram_loop_strides is not None:
+                    partial.add(value)
+                elif first[value] == "write":
+                    start = op.int_prop("sram_offset")
+                    parts.setdefault(value, []).append((start, start + op.int_prop("rows") * op.int_prop("cols")))
+    for value, ranges in parts.items():
+        if all(start == 0 for start, _ in ranges):
+            continue  # loaded from its start: written whole
+        ranges.sort()
+        size = prod(value.type.get_shape())  # type: ignore[attr-defined]
+        ends_meet = all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+        if not (ranges[0][0] == 0 and ranges[-1][1] == size and ends_meet):
+            partial.add(value)
     return [value for value, kind in first.items() if kind == "write" and value not in partial]
 
 
