@@ -156,6 +156,7 @@ class BinaryFn(IntEnum):
     EQ = 9  # comparisons produce 1.0 / 0.0
     LT = 10
     GT = 11
+    CLAMP = 12  # a clamped to [-b, b] (b >= 0): a saturating store's range in one pass
 
 
 class ReduceFn(IntEnum):

@@ -108,6 +108,7 @@ BINARY: dict[int, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     BinaryFn.EQ: lambda a, b: (a == b).astype(F32),
     BinaryFn.LT: lambda a, b: (a < b).astype(F32),
     BinaryFn.GT: lambda a, b: (a > b).astype(F32),
+    BinaryFn.CLAMP: lambda a, b: np.minimum(np.maximum(a, -b), b),
 }
 REDUCE: dict[int, np.ufunc] = {ReduceFn.SUM: np.add, ReduceFn.MAX: np.maximum, ReduceFn.MIN: np.minimum}
 

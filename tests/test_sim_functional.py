@@ -297,6 +297,7 @@ BINARY_REFS = {
     BinaryFn.EQ: lambda a, b: (a == b).astype(np.float32),
     BinaryFn.LT: lambda a, b: (a < b).astype(np.float32),
     BinaryFn.GT: lambda a, b: (a > b).astype(np.float32),
+    BinaryFn.CLAMP: lambda a, b: np.minimum(np.maximum(a, -b), b),  # [-b, b] for b >= 0
 }
 
 

@@ -554,8 +554,7 @@ def divide(
 
 def clamp(kern: KernelBuilder, values: SSAValue, rows: int, cols: int, limit: float) -> None:
     """values clamped to +-limit in place (before a store that rounds them to an 8-bit float)."""
-    kern.add(tile.ScalarOp("min", values, values, limit, rows, cols))
-    kern.add(tile.ScalarOp("max", values, values, -limit, rows, cols))
+    kern.add(tile.ScalarOp("clamp", values, values, limit, rows, cols))
 
 
 def _decode_scores(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:

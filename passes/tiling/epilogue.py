@@ -187,8 +187,7 @@ def saturate(kb: KernelBuilder, op: tfm.QuantizeOp, x: SSAValue, rows: int, cols
     saturates instead of producing NaN."""
     limit = tfm.fp8_max(tfm.element_type(op.result))
     assert limit is not None
-    kb.add(tile.ScalarOp("min", x, x, limit, rows, cols))
-    kb.add(tile.ScalarOp("max", x, x, -limit, rows, cols))
+    kb.add(tile.ScalarOp("clamp", x, x, limit, rows, cols))
 
 
 def _needs_whole_tile(step: EpilogueStep) -> bool:

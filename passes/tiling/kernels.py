@@ -544,8 +544,7 @@ def saturate_to(kb: KernelBuilder, hbm: SSAValue, values: SSAValue, rows: int, c
     magnitude, so the rounding store saturates instead of writing NaN; nothing for other buffers."""
     limit = tfm.fp8_max(hbm.type.element_type)  # type: ignore[attr-defined]
     if limit is not None:
-        kb.add(tile.ScalarOp("min", values, values, limit, rows, cols))
-        kb.add(tile.ScalarOp("max", values, values, -limit, rows, cols))
+        kb.add(tile.ScalarOp("clamp", values, values, limit, rows, cols))
 
 
 def _index_copy_staged(ctx: TileContext, loc: str, table: View, source: View, ids: View) -> None:

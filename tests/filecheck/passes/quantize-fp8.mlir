@@ -49,8 +49,7 @@
 // TILE-DAG:   tile.hbm {name = "fc.weight#fp8e4m3_scale", kind = "weight"} : memref<64xf32, "hbm">
 // TILE:       tile.kernel "fc:quantize" {
 // TILE:       tile.binary %[[X:.*]], %{{.*}}, %[[X]] {fn = "div", broadcast = "row"
-// TILE-NEXT:  tile.scalar %[[X]], %[[X]] {fn = "min", value = 4.480000e+02 : f64
-// TILE-NEXT:  tile.scalar %[[X]], %[[X]] {fn = "max", value = -4.480000e+02 : f64
+// TILE-NEXT:  tile.scalar %[[X]], %[[X]] {fn = "clamp", value = 4.480000e+02 : f64
 // TILE-NEXT:  tile.dma_store %[[X]], %[[QB]] {{.*}} : memref<{{[0-9]+}}x{{[0-9]+}}xf32, "sram">, memref<2x8x32xf8E4M3FN, "hbm">
 // TILE:       tile.kernel "fc" {
 // TILE:       tile.dma_load %[[WB]], {{.*}} : memref<32x64xf8E4M3FN, "hbm">, memref<{{[0-9]+}}x{{[0-9]+}}xf8E4M3FN, "sram">
