@@ -21,8 +21,9 @@ kernel B waits only for the ops of earlier kernels it conflicts with (a token si
 op or loop, waited for before B's), so kernels overlap.
 
 Inside a rolled loop, a dependency on a later op of the previous iteration gets a loop-carried token,
-pre-signalled before the loop and drained after it; carried tokens implied by the forward ones are
-left out. Loops that run once are treated as straight-line code. Details: docs/isa.md, Synchronisation.
+pre-signalled before the loop (as early in its kernel as the producer's own ops allow) and drained
+after it; carried tokens implied by the forward ones are left out. Loops that run once are treated
+as straight-line code. Details: docs/isa.md, Synchronisation.
 """
 
 from __future__ import annotations
@@ -172,6 +173,14 @@ def leaf_of(op: Operation) -> Leaf | None:
     return None
 
 
+def _kernel_of(op: Operation) -> Operation | None:
+    """The tile.kernel holding an op."""
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, tile.KernelOp):
+        parent = parent.parent_op()
+    return parent
+
+
 def _conflict(first: Leaf, second: Leaf) -> bool:
     for w in first.writes:
         if any(_overlap(w, x) for x in second.reads + second.writes):
@@ -311,6 +320,7 @@ class _Sync:
         self.top = Block(None, 0)
         self.leaves: list[Leaf] = []
         self.bodies: list[tuple[Block, int, int]] = []  # post-order: (body, first leaf, end leaf)
+        self.parents: dict[Block, tuple[Block, int]] = {}  # a loop body -> the block and item of its loop
         self.engines: set[str] = set()
         for kernel in kernels:
             self.engines |= self._collect(kernel.body.block.ops, self.top, [])
@@ -321,6 +331,7 @@ class _Sync:
         self.summaries: dict[Block, Summary] = {}
         self.before: dict[Operation, list[list[Operation]]] = {}  # pre-signals, waits, carried waits
         self.after: dict[Operation, list[list[Operation]]] = {}  # carried signals, signals, drains
+        self.leaf_of_op = {leaf.op: leaf for leaf in self.leaves}
 
     def _collect(self, ops: Iterable[Operation], block: Block, path: list[tuple[Block, int]]) -> set[str]:
         """Items and leaves of `ops` into `block`; the engines they use."""
@@ -332,6 +343,7 @@ class _Sync:
                     continue
                 body = Block(op, block.level + 1)
                 index = block.add(op, frozenset(), body)
+                self.parents[body] = (block, index)
                 first = len(self.leaves)
                 inner = self._collect(op.body.block.ops, body, [*path, (block, index)])
                 block.engines[index] = frozenset(inner)
@@ -423,7 +435,9 @@ class _Sync:
             sem = semaphore(token.producer, token.consumer, CARRIED)
             self._at(self.after, body.items[token.p], 0).append(tile.SignalOp(token.producer, sem))
             self._at(self.before, body.items[token.x], 2).append(tile.WaitOp(token.consumer, sem))
-            self._at(self.before, loop, 0).append(tile.SignalOp(token.producer, sem))
+            self._at(self.before, self._presignal_anchor(body, first, end, token), 0).append(
+                tile.SignalOp(token.producer, sem)
+            )
             self._at(self.after, loop, 2).append(tile.WaitOp(token.consumer, sem))
         pairs = {(token.producer, token.consumer) for token in tokens}
         self.carried_inside[body] = _union(self.carried_inside, body) | pairs
@@ -433,6 +447,29 @@ class _Sync:
                 _merge(drained[token.consumer], last_snapshots[token.p][token.producer])
             last = {e: j for j, used in enumerate(body.engines) for e in used}
             self.summaries[body] = Summary(final, drained, last)
+
+    def _presignal_anchor(self, body: Block, first: int, end: int, token: Token) -> Operation:
+        """Where a carried token's pre-signal goes: before the loop, or earlier in its kernel over the
+        items the producer engine does not use or uses without touching what the loop's consumer ops
+        touch (a matmul's first K step, in tiles of its own, before its K loop): the producer then
+        signals before that work instead of after it, and the loop's first iteration need not wait
+        for it. It never moves past another loop (whose tokens may share its semaphore)."""
+        loop = body.loop
+        assert loop is not None
+        parent, index = self.parents[body]
+        kernel = _kernel_of(loop)
+        consumers = [leaf for leaf in self.leaves[first:end] if leaf.engine == token.consumer]
+        anchor: Operation = loop
+        for item in reversed(parent.items[:index]):
+            if isinstance(item, tile.LoopOp) or _kernel_of(item) is not kernel:
+                break
+            leaf = self.leaf_of_op.get(item)
+            if leaf is None or (
+                leaf.engine == token.producer and any(_conflict(leaf, c) or _conflict(c, leaf) for c in consumers)
+            ):
+                break
+            anchor = item
+        return anchor
 
     def _carried_needs(self, body: Block, first: int, end: int) -> dict[Pair, dict[int, int]]:
         """Per engine pair and consumer item: the latest item of the iteration before it depends on."""
