@@ -98,25 +98,22 @@ def _place(kernel: tile.KernelOp, capacity: int, recent: list[list[tuple[int, in
             ranges = [(first[0], first[0] + _bytes(groups[0]))]
             rest = _start(_bytes(groups[1]), capacity, recent, ranges)
             if rest is not None:
-                _assign(groups[0], first[0])
-                _assign(groups[1], rest[0])
+                _assign(kernel, groups[0], first[0], capacity)
+                _assign(kernel, groups[1], rest[0], capacity)
                 return [*ranges, (rest[0], rest[0] + _bytes(groups[1]))]
     start = whole[0] if whole is not None else 0
-    address = start
-    for buffer in buffers:
-        size = tile_bytes(buffer.result.type)
-        if address + size > capacity:
-            raise DoesNotFitError(
-                f"kernel '{kernel.loc.data}': SRAM tile {buffer.result.name_hint or 'buffer'} of {size} bytes "
-                f"at offset {address} exceeds the target's {capacity} bytes of SRAM"
-            )
-        address += _aligned(size)
-    _assign(buffers, start)
+    _assign(kernel, buffers, start, capacity)
     return [(start, start + _bytes(buffers))]
 
 
-def _assign(buffers: list[tile.SramBufferOp], start: int) -> None:
-    """Offsets one after another from `start`."""
+def _assign(kernel: tile.KernelOp, buffers: list[tile.SramBufferOp], start: int, capacity: int) -> None:
+    """Offsets one after another from `start`; DoesNotFitError names the first tile past the capacity."""
     for buffer in buffers:
+        size = tile_bytes(buffer.result.type)
+        if start + size > capacity:
+            raise DoesNotFitError(
+                f"kernel '{kernel.loc.data}': SRAM tile {buffer.result.name_hint or 'buffer'} of {size} bytes "
+                f"at offset {start} exceeds the target's {capacity} bytes of SRAM"
+            )
         buffer.properties["offset"] = IntegerAttr(start, i64)
-        start += _aligned(tile_bytes(buffer.result.type))
+        start += _aligned(size)

@@ -34,6 +34,7 @@ from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import KernelBuilder, Pos
 from tasic.passes.tiling.context import TileContext
 from tasic.passes.tiling.dtypes import element_bytes
+from tasic.passes.tiling.epilogue import saturate
 from tasic.passes.tiling.kernels import ROW_TILE_MAX, loc_of
 from tasic.passes.tiling.views import View
 
@@ -90,7 +91,7 @@ class FlashPlan:
     kb: int
     tq: int
     group: int
-    out_scale: tuple[float, float] | None = None  # (scale, limit): stored quantised (kernels.place_concat_inputs)
+    out_scale: float | None = None  # the result is stored quantised by it (kernels.place_concat_inputs)
 
     def blocks(self, q0: int, nq: int) -> tuple[int, list[tuple[int, int, int | None]]]:
         """Full blocks of kb keys (every row sees every key) and the (start, keys, diagonal) blocks after
@@ -208,7 +209,7 @@ class DecodePlan:
     sk: int
     dv: int
     nb: int
-    out_scale: tuple[float, float] | None = None  # as FlashPlan.out_scale
+    out_scale: float | None = None  # as FlashPlan.out_scale
 
     def items(self) -> list[DecodeItem]:
         """Chunks of `nb` sequences of every KV head."""
@@ -531,7 +532,7 @@ def online_softmax_vector(kern: KernelBuilder, unit: UnitTiles, block: BlockTile
 
 def finish(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Pos, q0: int, nq: int) -> None:
     """O / l stored to each head's rows of the result."""
-    divide(kern, unit.acc, unit.denom, plan.rows, plan.dv, plan.out_scale)
+    divide(kern, unit.acc, unit.denom, plan.rows, plan.dv, plan.out, plan.out_scale)
 
     def store_head(g: Pos, _one: int) -> None:
         at = [b, hk.scaled(plan.group) + g, Pos(q0), Pos()]
@@ -541,20 +542,14 @@ def finish(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Po
 
 
 def divide(
-    kern: KernelBuilder, acc: SSAValue, sums: SSAValue, rows: int, dv: int, out_scale: tuple[float, float] | None
+    kern: KernelBuilder, acc: SSAValue, sums: SSAValue, rows: int, dv: int, out: View, out_scale: float | None
 ) -> None:
-    """O / l in place; for a quantised result (`out_scale`) O / (l * scale), clamped to the 8-bit
-    float's range, so that the store rounds it to what a quantisation kernel would have written."""
+    """O / l in place, into the range of `out`'s dtype; for a quantised result (`out_scale`)
+    O / (l * scale), so that the store rounds it to what a quantisation kernel would have written."""
     if out_scale is not None:
-        kern.add(tile.ScalarOp("mul", sums, sums, out_scale[0], rows, 1))
+        kern.add(tile.ScalarOp("mul", sums, sums, out_scale, rows, 1))
     kern.add(tile.BinaryOp("div", acc, sums, acc, rows, dv, "row"))
-    if out_scale is not None:
-        clamp(kern, acc, rows, dv, out_scale[1])
-
-
-def clamp(kern: KernelBuilder, values: SSAValue, rows: int, cols: int, limit: float) -> None:
-    """values clamped to +-limit in place (before a store that rounds them to an 8-bit float)."""
-    kern.add(tile.ScalarOp("clamp", values, values, limit, rows, cols))
+    saturate(kern, out.buffer.type.element_type, acc, rows, dv)  # type: ignore[attr-defined]
 
 
 def _decode_scores(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
@@ -591,7 +586,7 @@ def _decode_product(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) 
 def _decode_finish(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:
     """O / rowsum P, stored sequence by sequence."""
     p = item.plan
-    divide(kern, tiles.acc, tiles.stat, item.n * p.rows, p.dv, p.out_scale)
+    divide(kern, tiles.acc, tiles.stat, item.n * p.rows, p.dv, p.out_rows, p.out_scale)
     hk, b0 = Pos(item.hk), Pos(item.b0)
 
     def store(i: Pos, _one: int) -> None:

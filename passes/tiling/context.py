@@ -32,8 +32,8 @@ class TileContext:
     fused: set[Operation] = field(default_factory=set)  # ops a kernel has already computed (epilogues)
     views: dict[SSAValue, View] = field(default_factory=dict)
     placed: dict[SSAValue, View] = field(default_factory=dict)  # results a consumer's buffer already holds
-    # results placed in an 8-bit float buffer: (static scale, largest finite value) to divide and clamp by
-    store_scales: dict[SSAValue, tuple[float, float]] = field(default_factory=dict)
+    # results placed in an 8-bit float buffer: the static scale to divide by before the saturating store
+    store_scales: dict[SSAValue, float] = field(default_factory=dict)
     weights: dict[tuple[str, bool], SSAValue] = field(default_factory=dict)
     temp_count: int = 0
 

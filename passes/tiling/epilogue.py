@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from xdsl.dialects.builtin import f32
-from xdsl.ir import SSAValue
+from xdsl.ir import Attribute, SSAValue
 
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import KernelBuilder, Pos
@@ -156,7 +156,7 @@ def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch:
             assert op.static_scale is not None
             if not step.prescaled:
                 kb.add(tile.ScalarOp("div", work, work, op.static_scale.value.data, rows, cols))
-            saturate(kb, op, work, rows, cols)
+            saturate(kb, tfm.element_type(op.result), work, rows, cols)
         elif isinstance(op, tfm.UnaryOp):
             kb.add(tile.UnaryOp(op.fn.data, work, work, rows, cols))
         elif isinstance(op, tfm.ScalarOp):
@@ -182,12 +182,13 @@ def prescale(steps: list[EpilogueStep]) -> tuple[list[EpilogueStep], float]:
     return steps, 1.0
 
 
-def saturate(kb: KernelBuilder, op: tfm.QuantizeOp, x: SSAValue, rows: int, cols: int) -> None:
-    """Clamp a scaled tile to +-the largest value of the quantised type, so that the rounding store
-    saturates instead of producing NaN."""
-    limit = tfm.fp8_max(tfm.element_type(op.result))
-    assert limit is not None
-    kb.add(tile.ScalarOp("clamp", x, x, limit, rows, cols))
+def saturate(kb: KernelBuilder, element: Attribute, x: SSAValue, rows: int, cols: int) -> None:
+    """Clamp an f32 tile bound for an 8-bit float `element` (a quantisation's result, an FP8 KV cache)
+    to +-its largest finite value, so that the rounding store saturates instead of producing NaN;
+    nothing for other element types."""
+    limit = tfm.fp8_max(element)
+    if limit is not None:
+        kb.add(tile.ScalarOp("clamp", x, x, limit, rows, cols))
 
 
 def _needs_whole_tile(step: EpilogueStep) -> bool:

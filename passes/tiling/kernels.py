@@ -296,7 +296,7 @@ def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
         else:
             assert op.static_scale is not None
             kb.add(tile.ScalarOp("div", x, x, op.static_scale.value.data, nr, nc))
-        saturate(kb, op, x, nr, nc)
+        saturate(kb, tfm.element_type(op.result), x, nr, nc)
         kb.store(x, dest, starts, nr, nc)
 
     kb.for_each_tile(shape, rows, cols, body)
@@ -523,7 +523,7 @@ def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:
 
     def body(outer: list[Pos], r0: Pos, nr: int, c0: Pos, nc: int) -> None:
         kb.load(source, [*outer, r0, c0], nr, nc, buf)
-        saturate_to(kb, table.buffer, buf, nr, nc)
+        saturate(kb, table.buffer.type.element_type, buf, nr, nc)  # type: ignore[attr-defined]
         ids_access = (ids.offset + r0.const * ids.strides[0], [s * ids.strides[0] for s in r0.strides(kb.depth)])
         table_access = kb.access(table, [*outer, Pos(), c0])
         kb.add(tile.DmaScatterOp(buf, ids.buffer, table.buffer, nr, nc, ids_access, table_access, table.strides[-2]))
@@ -537,14 +537,6 @@ def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:
             kb.tiled_range(table.shape[dim_index], 1, lambda p, _n: outer_loops(dim_index + 1, [*starts, p]))
 
     outer_loops(0, [])
-
-
-def saturate_to(kb: KernelBuilder, hbm: SSAValue, values: SSAValue, rows: int, cols: int) -> None:
-    """Clamp f32 values bound for an 8-bit float HBM buffer (an FP8 KV cache) to its largest finite
-    magnitude, so the rounding store saturates instead of writing NaN; nothing for other buffers."""
-    limit = tfm.fp8_max(hbm.type.element_type)  # type: ignore[attr-defined]
-    if limit is not None:
-        kb.add(tile.ScalarOp("clamp", values, values, limit, rows, cols))
 
 
 def _index_copy_staged(ctx: TileContext, loc: str, table: View, source: View, ids: View) -> None:
@@ -571,7 +563,7 @@ def _index_copy_staged(ctx: TileContext, loc: str, table: View, source: View, id
     each_outer(
         lambda outer, flat: kb.load(source, [*outer, Pos(), Pos()], count, width, buf, flat.scaled(count * width))
     )
-    saturate_to(kb, table.buffer, buf, prod(outer_shape) * count, width)
+    saturate(kb, table.buffer.type.element_type, buf, prod(outer_shape) * count, width)  # type: ignore[attr-defined]
 
     def scatter(outer: list[Pos], flat: Pos) -> None:
         sram = flat.scaled(count * width)
@@ -627,9 +619,8 @@ def place_concat_inputs(ctx: TileContext, ops: list[Operation]) -> None:
                 if all(placements):
                     ctx.fused.add(quantize)
                     ctx.views[op.result] = ctx.views[quantize.result]
-                    limit = tfm.fp8_max(tfm.element_type(quantize.result))
-                    assert quantize.static_scale is not None and limit is not None
-                    scale = (quantize.static_scale.value.data, limit)
+                    assert quantize.static_scale is not None
+                    scale = quantize.static_scale.value.data
             if scale is None:  # else the concat's own buffer (the quantisation, if any, a kernel of its own)
                 placements = _placements(op, ctx.result_view(op.result))
             for placement in placements:
@@ -692,7 +683,7 @@ def copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Att
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         kb.load(src, starts, nr, nc, buf)
         if narrows:
-            saturate_to(kb, dst.buffer, buf, nr, nc)
+            saturate(kb, dst.buffer.type.element_type, buf, nr, nc)  # type: ignore[attr-defined]
         kb.store(buf, dst, starts, nr, nc)
 
     kb.for_each_tile(shape, rows, cols, body)
