@@ -325,6 +325,7 @@ _TEMPLATES: dict[Op, str] = {
     Op.VPU_REDUCE: "vpu.reduce {reduce} {d:sram} <- {a:sram} {shape}",
     Op.VPU_SELECT: "vpu.select {d:sram} <- {c} ? {a:sram} : {b:sram} {shape}",
     Op.VPU_EXP_SUM: "vpu.expsum {d:sram}, sum {c} <- {a:sram}, {b:sram} {shape}",
+    Op.VPU_ROPE: "vpu.rope {d:sram} <- {a:sram}, {b:sram} {shape} head({imm}) roped({depth})",
     Op.VPU_FILL: "vpu.fill {d:sram} <- {f32} {shape}",
     Op.VPU_CAUSAL: "vpu.causal {d:sram} {shape} diag({diag}){window}{period}",
     Op.LINK_ALLREDUCE: "link.allreduce {d:sram} <- {a:sram} {shape} chips({depth})",

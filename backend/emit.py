@@ -123,6 +123,8 @@ def _encode_vector(op: IsaOp, mnemonic: str, size: dict[str, int]) -> Instr:
         return Instr(Op.VPU_SELECT, reg_c=int(f("c_reg")), imm=int(f("c_off")), **operands, **size)
     if mnemonic == "vpu_exp_sum":
         return Instr(Op.VPU_EXP_SUM, reg_c=int(f("c_reg")), imm=int(f("c_off")), **operands, **size)
+    if mnemonic == "vpu_rope":
+        return Instr(Op.VPU_ROPE, imm=int(f("head_dim")), depth=int(f("roped")), **operands, **size)
     if mnemonic == "vpu_fill":
         return Instr(Op.VPU_FILL, imm=float_bits(float(f("value"))), **operands, **size)
     if mnemonic == "link_allreduce":

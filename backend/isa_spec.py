@@ -115,6 +115,8 @@ class Op(IntEnum):
     VPU_CAUSAL = 0x36  # d[i, j] = -inf where j > i' + diag, or j <= i' + diag - depth (depth > 0: window);
     #                    i' = i mod imm when imm > 0 (query rows of several heads stacked), else i
     VPU_EXP_SUM = 0x37  # d = exp(a - b[r]) in dt_d; c[r, 0] = sum of row r of d (f32, at reg_c + imm)
+    VPU_ROPE = 0x38  # d = rotary embedding of a's first `depth` columns, head by head (head_dim imm);
+    #                  cos = b [rows, imm], sin the [rows, imm] tile after it; later columns copied
     LINK_ALLREDUCE = 0x40  # d = sum of tile a over the `depth` chips of the group, on every chip
     LINK_SEND = 0x41  # next pipeline stage's HBM window <- SRAM tile (fields as DMA_STORE), over the links
 
@@ -229,6 +231,7 @@ OPCODE_ENGINE = {
     Op.VPU_FILL: Engine.VPU,
     Op.VPU_CAUSAL: Engine.VPU,
     Op.VPU_EXP_SUM: Engine.VPU,
+    Op.VPU_ROPE: Engine.VPU,
     Op.LINK_ALLREDUCE: Engine.LINK,
     Op.LINK_SEND: Engine.LINK,
 }

@@ -27,6 +27,7 @@ import time
 from tasic.backend.target import Target, load_target
 from tasic.errors import USER_ERRORS
 from tasic.frontend.llama_step import BatchStep, LlamaConfig
+from tasic.roofline import roofline
 from tasic.serving import (
     OPTIMISATIONS,
     StepResult,
@@ -66,6 +67,8 @@ class Run:
             "roofline_ms": round(r.roofline.bound_s * 1e3, 4),
             "roofline_limit": r.roofline.limit,
             "roofline_ratio": round(r.roofline_ratio, 3),
+            "arrays_ms": round(r.roofline.arrays_s * 1e3, 4),
+            "mxu_ceiling": round(r.roofline.mxu_ceiling, 4),
             "compile_s": round(self.compile_s, 2),
             "sim_s": round(r.sim_s, 2),
         }
@@ -82,7 +85,7 @@ def run(
 ) -> Run:
     """Compile and simulate one configuration (`tp` and `pp` default to the command line's)."""
     tp, pp = tp or args.tp, pp or args.pp
-    quantize = None if args.quantize == "none" else args.quantize
+    quantize = _quantize(args)
     pipeline = step_pipeline(target, args.dtype, tp, disabled, quantize, args.kv_dtype)
     start = time.perf_counter()
     binaries = compile_step(
@@ -115,8 +118,19 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _limits(run_: Run, claim_tokens_per_s: float) -> list[str]:
-    """Where the time goes, and what link bandwidth the claim and the compute bound would need."""
+def _same_peak_arrays(target: Target, side: int) -> Target:
+    """The target with its matrix engine rebuilt as side x side arrays of the same total PE count."""
+    count = target.mxu.rows * target.mxu.cols * target.mxu.count // (side * side)
+    return dataclasses.replace(target, mxu=dataclasses.replace(target.mxu, rows=side, cols=side, count=count))
+
+
+def _quantize(args: argparse.Namespace) -> str | None:
+    return None if args.quantize == "none" else args.quantize
+
+
+def _limits(run_: Run, claim_tokens_per_s: float, args: argparse.Namespace) -> list[str]:
+    """Where the time goes; what the arrays' geometry allows and what a geometry fitting the heads would;
+    what link bandwidth the claim and the compute bound would need."""
     r, roof = run_.result, run_.result.roofline
     clock = r.target.clock_hz
     busy = ", ".join(f"{name} {cycles / clock * 1e3:.2f} ms" for name, cycles in r.report.busy.items())
@@ -134,6 +148,23 @@ def _limits(run_: Run, claim_tokens_per_s: float) -> list[str]:
         lines.append(
             f"  {r.target.name}: the busiest engine, {engine}, needs {cycles / clock * 1e3:.2f} ms per step, more than"
             f" the roofline bound ({roof.bound_s * 1e3:.2f} ms): even with perfect overlap the step cannot reach it"
+        )
+    mxu = r.target.mxu
+    beyond = roof.arrays_s / roof.bound_s
+    lines.append(
+        f"  {r.target.name}: the step's products in whole {mxu.rows}x{mxu.cols} folds of {mxu.count} arrays need"
+        f" {roof.arrays_s * 1e3:.2f} ms (step / that = {r.step_s / roof.arrays_s:.2f}x): on these arrays MXU"
+        f" utilisation cannot pass {roof.mxu_ceiling:.1%}"
+        + (f", nor the step come within {beyond:.2f}x of its bound" if beyond > 1 else "")
+    )
+    side = r.config.head_dim
+    if (mxu.rows, mxu.cols) != (side, side):
+        alternative = _same_peak_arrays(r.target, side)
+        stage = max(r.stages, key=lambda run: run.roofline.bound_s).stage  # the stage r.roofline is of
+        alt = roofline(r.config, r.step, alternative, args.dtype, r.tp, _quantize(args), stage, args.kv_dtype)
+        lines.append(
+            f"  {r.target.name}: with {alternative.mxu.count} arrays of {side}x{side} (the same peak) the floor is"
+            f" {alt.arrays_s * 1e3:.2f} ms, MXU at most {alt.mxu_ceiling:.1%}"
         )
     if roof.link_bytes:
         claim_s = r.step.tokens / claim_tokens_per_s
@@ -168,7 +199,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of per-target results")
     args = parser.parse_args()
-    args.kv_dtype = args.kv_dtype or default_kv_dtype(args.dtype, None if args.quantize == "none" else args.quantize)
+    args.kv_dtype = args.kv_dtype or default_kv_dtype(args.dtype, _quantize(args))
 
     config = load_config("llama-3-70b")
     if args.layers:
@@ -193,7 +224,7 @@ def main() -> None:
     for name, _, source in REFERENCES:
         print(f"  reference {name}: {source}")
     for run_ in [*runs.values(), *([compared] if compared else [])]:
-        print("\n".join(_limits(run_, REFERENCES[0][1])))
+        print("\n".join(_limits(run_, REFERENCES[0][1], args)))
 
     if not args.no_ablation:
         base = runs["sohu-like"]

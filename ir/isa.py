@@ -90,6 +90,11 @@ INSTRUCTIONS: dict[str, dict[str, str]] = {
         "c_reg": "reg", "c_off": "int", "rows": "int", "cols": "int", "dt_d": "dtype", "dt_a": "dtype",
         "dt_b": "dtype",
     },
+    "vpu_rope": {
+        "d_reg": "reg", "d_off": "int", "a_reg": "reg", "a_off": "int", "b_reg": "reg", "b_off": "int",
+        "rows": "int", "cols": "int", "head_dim": "int", "roped": "int", "dt_d": "dtype", "dt_a": "dtype",
+        "dt_b": "dtype",
+    },
     "vpu_fill": {"d_reg": "reg", "d_off": "int", "rows": "int", "cols": "int", "dt_d": "dtype", "value": "f32"},
     "vpu_causal": {
         "d_reg": "reg", "d_off": "int", "diag_reg": "reg", "diag_off": "int", "rows": "int", "cols": "int",

@@ -569,6 +569,35 @@ class ExpSumOp(_VectorOp):
 
 
 @irdl_op_definition
+class RopeOp(_VectorOp):
+    """The rotary embedding of source's first `roped` columns, head by head: per head of `head_dim`
+    columns with halves x_lo, x_hi, lo = x_lo cos_lo - x_hi sin_lo and hi = x_hi cos_hi + x_lo sin_hi,
+    where tables holds cos in its first `rows` rows and sin in the next `rows` ([2 rows, head_dim]);
+    the columns after them are copied.
+
+    tile.rope %x, %t, %y {rows = 4 : i64, cols = 16 : i64, head_dim = 8 : i64, roped = 8 : i64} : ...
+    """
+
+    name = "tile.rope"
+    source = operand_def(MemRefType)
+    tables = operand_def(MemRefType)
+    dest = operand_def(MemRefType)
+    head_dim = prop_def(IntegerAttr)
+    roped = prop_def(IntegerAttr)
+
+    def __init__(
+        self, source: SSAValue, tables: SSAValue, dest: SSAValue, rows: int, cols: int, head_dim: int, roped: int
+    ):
+        props = _props(rows=rows, cols=cols, head_dim=head_dim, roped=roped)
+        super().__init__(operands=[source, tables, dest], properties=props)
+
+    def verify_(self) -> None:
+        head_dim, roped = self.int_prop("head_dim"), self.int_prop("roped")
+        self._require(head_dim > 0 and head_dim % 2 == 0, "head_dim must be even and positive")
+        self._require(0 <= roped <= self.int_prop("cols") and roped % head_dim == 0, "roped must be whole heads")
+
+
+@irdl_op_definition
 class FillOp(_VectorOp):
     """dest = value.
 
@@ -684,6 +713,7 @@ Tile = Dialect(
         ReduceOp,
         SelectOp,
         ExpSumOp,
+        RopeOp,
         FillOp,
         CausalMaskOp,
         AllReduceOp,

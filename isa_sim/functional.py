@@ -133,6 +133,7 @@ def bind(program: Program, hbm: np.ndarray, sram: np.ndarray) -> list[Runner | N
         Op.VPU_REDUCE: _reduce,
         Op.VPU_SELECT: _select,
         Op.VPU_EXP_SUM: _exp_sum,
+        Op.VPU_ROPE: _rope,
         Op.VPU_FILL: _fill,
         Op.VPU_CAUSAL: _causal,
         Op.LINK_ALLREDUCE: _copy_one_chip,
@@ -450,6 +451,30 @@ def _exp_sum(o: _Operands) -> Runner:
     def run(ops: Operands) -> None:
         dst(ops[0], np.exp(a(ops[1]) - b(ops[2])))
         np.add.reduce(d(ops[0]), axis=1, keepdims=True, out=sums(ops[3]))
+
+    return run
+
+
+def _rope(o: _Operands) -> Runner:
+    """The rotary embedding of a's first `depth` columns, head by head (head_dim imm); later columns copied.
+
+    Per head, with x_lo / x_hi its halves and cos, sin = b's two [rows, head_dim] tiles:
+    lo = x_lo * cos_lo - x_hi * sin_lo, hi = x_hi * cos_hi + x_lo * sin_hi, each step rounded to f32.
+    """
+    i = o.instr
+    head, roped, half = i.imm, i.depth, i.imm // 2
+    a, tables = o.read(1, i.dt_a, i.rows, i.cols), o.read(2, i.dt_b, 2 * i.rows, head)
+    dst = o.write(0, i.dt_d, i.rows, i.cols)
+
+    def run(ops: Operands) -> None:
+        x, t = a(ops[1]).astype(F32, copy=True), tables(ops[2]).astype(F32, copy=False)
+        cos, sin = t[: i.rows].reshape(i.rows, 1, head), t[i.rows :].reshape(i.rows, 1, head)
+        heads = x[:, :roped].reshape(i.rows, roped // head, head)
+        lo, hi = heads[..., :half], heads[..., half:]
+        new_lo = lo * cos[..., :half] - hi * sin[..., :half]
+        new_hi = hi * cos[..., half:] + lo * sin[..., half:]
+        x[:, :roped] = np.concatenate([new_lo, new_hi], axis=2).reshape(i.rows, roped)
+        dst(ops[0], x)
 
     return run
 

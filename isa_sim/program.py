@@ -61,6 +61,7 @@ MNEMONICS = {
     Op.VPU_REDUCE: "vpu.reduce",
     Op.VPU_SELECT: "vpu.select",
     Op.VPU_EXP_SUM: "vpu.expsum",
+    Op.VPU_ROPE: "vpu.rope",
     Op.VPU_FILL: "vpu.fill",
     Op.VPU_CAUSAL: "vpu.causal",
     Op.LINK_ALLREDUCE: "link.allreduce",
@@ -274,6 +275,12 @@ def _checks(instr: Instr, hbm: int, sram: int) -> list[Check]:
             dense(A, rows, cols, instr.dt_a, False),
             dense(B, rows, 1, instr.dt_b, False),
             dense(C, rows, 1, DType.F32, True),
+        ]
+    if op == Op.VPU_ROPE:
+        return [
+            dense(D, rows, cols, instr.dt_d, True),
+            dense(A, rows, cols, instr.dt_a, False),
+            dense(B, 2 * rows, instr.imm, instr.dt_b, False),
         ]
     if op in (Op.VPU_UNARY, Op.VPU_SCALAR, Op.LINK_ALLREDUCE):
         return [dense(D, rows, cols, instr.dt_d, True), dense(A, rows, cols, instr.dt_a, False)]

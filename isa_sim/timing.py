@@ -31,6 +31,11 @@ Slot = tuple[int, int, int, int, Runner | None]
 TraceRecord = tuple[int, int, int, int]  # engine, start, end, static instruction index
 
 
+ROPE_PASSES = 3
+"""Simple-class passes vpu.rope makes over the rotated columns (two products and a sum per element, as
+the op sequence it replaces: mul, mul, sub on one half and mul, mul, add on the other)."""
+
+
 def mxu_cycles(target: Target, instr: Instr) -> int:
     """SCALE-Sim output-stationary cycles of one MXU_MATMUL (KeyError: no rate for dt_a)."""
     mxu = target.mxu
@@ -50,9 +55,21 @@ def vpu_cycles(target: Target, instr: Instr) -> int:
         cost = vpu.cost["transcendental"]
     elif instr.opcode == Op.VPU_REDUCE:
         cost = vpu.cost["reduce"]
+    elif instr.opcode == Op.VPU_ROPE:
+        return rope_cycles(target, instr)
     else:
         cost = vpu.cost["simple"]
     return math.ceil(instr.rows * instr.cols / vpu.lanes) * cost + vpu.latency
+
+
+def rope_cycles(target: Target, instr: Instr) -> int:
+    """vpu.rope: ROPE_PASSES simple passes over the rotated columns, one more over the others unless the
+    instruction works in place (they are left as they are)."""
+    vpu, rotated = target.vpu, instr.rows * instr.depth
+    in_place = (instr.reg_d, instr.off_d, instr.dt_d) == (instr.reg_a, instr.off_a, instr.dt_a)
+    copied = 0 if in_place else instr.rows * (instr.cols - instr.depth)
+    passes = ROPE_PASSES * math.ceil(rotated / vpu.lanes) + math.ceil(copied / vpu.lanes)
+    return passes * vpu.cost["simple"] + vpu.latency
 
 
 def link_bytes(instr: Instr) -> int:

@@ -71,6 +71,8 @@ def _reads_writes(op: Operation) -> tuple[list[SSAValue], list[SSAValue]]:
         return [op.cond, op.on_true, op.on_false], [op.dest]
     if isinstance(op, tile.ExpSumOp):
         return [op.source, op.row_max], [op.dest, op.sums]
+    if isinstance(op, tile.RopeOp):
+        return [op.source, op.tables], [op.dest]
     if isinstance(op, tile.UnaryOp | tile.ScalarOp | tile.ReduceOp | tile.AllReduceOp):
         return [op.source], [op.dest]
     return [], []

@@ -164,6 +164,8 @@ def leaf_of(op: Operation) -> Leaf | None:
         return Leaf(op, "vpu", [r(op.cond), r(op.on_true), r(op.on_false)], [r(op.dest)])
     if isinstance(op, tile.ExpSumOp):
         return Leaf(op, "vpu", [r(op.source), r(op.row_max)], [r(op.dest), r(op.sums)])
+    if isinstance(op, tile.RopeOp):
+        return Leaf(op, "vpu", [r(op.source), r(op.tables)], [r(op.dest)])
     if isinstance(op, tile.FillOp):
         return Leaf(op, "vpu", [], [r(op.dest)])
     if isinstance(op, tile.CausalMaskOp):
@@ -240,7 +242,7 @@ class InsertSyncPass(ModulePass):
 _MODELLED = (
     tile.SramBufferOp, tile.LoopOp, tile.DmaLoadOp, tile.DmaGatherOp, tile.DmaScatterOp, tile.DmaStoreOp,
     tile.MatmulOp, tile.UnaryOp, tile.ScalarOp, tile.ReduceOp, tile.BinaryOp, tile.SelectOp, tile.FillOp,
-    tile.CausalMaskOp, tile.ExpSumOp, tile.AllReduceOp, tile.LinkSendOp,
+    tile.CausalMaskOp, tile.ExpSumOp, tile.RopeOp, tile.AllReduceOp, tile.LinkSendOp,
 )  # fmt: skip
 """Ops whose every effect the analysis models (`leaf_of`): kernels with others, or with tokens already
 placed, get barriers on both sides."""

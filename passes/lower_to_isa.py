@@ -293,6 +293,10 @@ class KernelLowering:
         elif isinstance(op, tile.ExpSumOp):
             operands = _vec(op.dest, "d") | _vec(op.source, "a") | _vec(op.row_max, "b")
             self._emit("vpu_exp_sum", **operands, c_reg=0, c_off=_sram(op.sums), **size)
+        elif isinstance(op, tile.RopeOp):
+            operands = _vec(op.dest, "d") | _vec(op.source, "a") | _vec(op.tables, "b")
+            head_dim, roped = op.int_prop("head_dim"), op.int_prop("roped")
+            self._emit("vpu_rope", **operands, **size, head_dim=head_dim, roped=roped)
         elif isinstance(op, tile.FillOp):
             self._emit("vpu_fill", **_vec(op.dest, "d"), **size, value=op.value.value.data)
         elif isinstance(op, tile.AllReduceOp):

@@ -6,7 +6,9 @@ for that, the last fewer ones): a kernel that shares no bytes with the kernels j
 not wait for them (insert-sync), so its DMA can run ahead while they compute. When the whole kernel
 cannot keep clear, its prefetch tiles still may: those a weight is loaded into before any loop
 (a weight loaded once, e.g. a whole o_proj) are placed first, on their own, clear of the previous
-kernels where they fit, so the weight streams in while the previous kernel computes. Before::
+kernels where they fit (just after or before one of their ranges, or at either end of SRAM, the
+lowest such place that leaves the rest of the kernel room), so the weight streams in while the
+previous kernel computes. Before::
 
     %a = tile.sram {offset = -1 : i64} : memref<16x32xf32, "sram">
     %b = tile.sram {offset = -1 : i64} : memref<16x1xf32, "sram">
@@ -68,6 +70,23 @@ def _start(
     return None
 
 
+def _clear_starts(total: int, capacity: int, recent: list[list[tuple[int, int]]]) -> list[int]:
+    """Starts of `total` bytes clear of the newest recent kernels (as many as allow one), lowest first:
+    just after or just before each of their ranges, or at either end of SRAM."""
+    for keep in range(len(recent), 0, -1):
+        avoid = [r for ranges in recent[:keep] for r in ranges]
+        edges = {0, capacity - total, *(hi for _, hi in avoid), *(lo - total for lo, _ in avoid)}
+        aligned = {edge // ALIGN * ALIGN for edge in edges if edge >= 0}
+        starts = [
+            start
+            for start in sorted(aligned)
+            if start + total <= capacity and all(start + total <= lo or start >= hi for lo, hi in avoid)
+        ]
+        if starts:
+            return starts
+    return []
+
+
 def _prefetched(kernel: tile.KernelOp) -> set[tile.SramBufferOp]:
     """Tiles a weight is loaded into at the kernel's top level, before any loop."""
     tiles = set()
@@ -93,14 +112,14 @@ def _place(kernel: tile.KernelOp, capacity: int, recent: list[list[tuple[int, in
     prefetched = _prefetched(kernel)
     if whole is not None and whole[1] == 0 and recent and prefetched:
         groups = [[b for b in buffers if b in prefetched], [b for b in buffers if b not in prefetched]]
-        first = _start(_bytes(groups[0]), capacity, recent, [])
-        if first is not None and first[1] > 0:  # the prefetch tiles keep clear of the previous kernel
-            ranges = [(first[0], first[0] + _bytes(groups[0]))]
-            rest = _start(_bytes(groups[1]), capacity, recent, ranges)
+        sizes = (_bytes(groups[0]), _bytes(groups[1]))
+        for start in _clear_starts(sizes[0], capacity, recent):  # clear of the previous kernel(s)
+            ranges = [(start, start + sizes[0])]
+            rest = _start(sizes[1], capacity, recent, ranges)
             if rest is not None:
-                _assign(kernel, groups[0], first[0], capacity)
+                _assign(kernel, groups[0], start, capacity)
                 _assign(kernel, groups[1], rest[0], capacity)
-                return [*ranges, (rest[0], rest[0] + _bytes(groups[1]))]
+                return [*ranges, (rest[0], rest[0] + sizes[1])]
     start = whole[0] if whole is not None else 0
     _assign(kernel, buffers, start, capacity)
     return [(start, start + _bytes(buffers))]

@@ -6,9 +6,9 @@
     result = simulate_step(binary, config, step, target, tp=8)   # timing only
     print("\\n".join(result.lines()))
 
-The roofline is analytical (docs/seed.md): useful FLOPs at the matrix engines' peak, the bytes that
-must cross HBM (weights once, KV cache read and written, nothing else), and the bytes the
-all-reduces must send, each per chip; the step cannot beat the largest of the three.
+Each stage is measured against its analytical bounds (tasic/roofline.py, docs/seed.md): useful FLOPs
+at the matrix engines' peak, the bytes that must cross HBM, the bytes the links must carry, and the
+step's products in whole folds of the target's arrays.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasic.backend.isa_spec import DTYPE_BY_NAME, DTYPE_BYTES
 from tasic.backend.target import Target
 from tasic.backend.tbin import TBinary
 from tasic.compiler import CompileError, compile_module, default_pipeline
 from tasic.frontend.llama_step import BatchStep, LlamaConfig, PipelineStage, build_step
 from tasic.isa_sim.report import Report
 from tasic.isa_sim.simulator import simulate_timing
+from tasic.roofline import Roofline, bytes_of, roofline
 
 
 def shipped_configs() -> list[str]:
@@ -51,33 +51,6 @@ def load_config(name_or_path: str) -> LlamaConfig:
     return LlamaConfig.load(path)
 
 
-@dataclass(frozen=True)
-class Roofline:
-    """Per-chip work of one step and the time each resource needs for it at peak."""
-
-    flops: float
-    hbm_bytes: float
-    link_bytes: float
-    compute_s: float
-    memory_s: float
-    link_s: float
-
-    @property
-    def bound_s(self) -> float:
-        """The step cannot be faster than this."""
-        return max(self.compute_s, self.memory_s, self.link_s)
-
-    @property
-    def limit(self) -> str:
-        """Which resource sets the bound."""
-        times = {"compute": self.compute_s, "memory": self.memory_s, "link": self.link_s}
-        return max(times, key=times.__getitem__)
-
-
-def _bytes_of(dtype: str) -> int:
-    return DTYPE_BYTES[DTYPE_BY_NAME[dtype]]
-
-
 KV_DTYPES = ("f32", "bf16", "f8e4m3", "f8e5m2")
 """Dtypes a serving step's KV cache may be stored in."""
 
@@ -85,52 +58,6 @@ KV_DTYPES = ("f32", "bf16", "f8e4m3", "f8e5m2")
 def default_kv_dtype(dtype: str, quantize: str | None) -> str:
     """The KV cache of an FP8 step is FP8 (E4M3: half the bytes the decode attention reads), else `dtype`."""
     return "f8e4m3" if quantize else dtype
-
-
-def roofline(
-    config: LlamaConfig,
-    step: BatchStep,
-    target: Target,
-    dtype: str,
-    tp: int,
-    quantize: str | None = None,
-    stage: PipelineStage | None = None,
-    kv_dtype: str | None = None,
-) -> Roofline:
-    """The analytical bound of one step on `tp` chips of `target` (see the module docstring), or of one
-    pipeline stage's chips: its layers, the embedding on the first, the lm_head on the last and the
-    hidden states it sends to the next stage over one peer's share of the links.
-
-    With `quantize` (FP8 linears) the linear layers' weights are 1 byte and their products run at the
-    MXU's f8e4m3 rate; attention, activations and all-reduces stay in `dtype`, the KV cache in
-    `kv_dtype` (default `dtype`).
-    """
-    c, stage = config, stage or PipelineStage()
-    layers = len(stage.layers(c.layers))
-    hd, eb = c.head_dim, _bytes_of(dtype)
-    linear_eb = 1 if quantize else eb
-    per_layer = c.hidden * hd * (c.heads + 2 * c.kv_heads) + c.heads * hd * c.hidden + 3 * c.hidden * c.ffn
-    head = c.vocab * c.hidden if stage.last else 0  # the lm_head is a linear too
-    linear_macs = step.tokens * layers * per_layer / tp + (1 + step.decode_tokens) * head
-    prompt_pairs = step.prefill * (step.prefill + 1) // 2
-    attended = prompt_pairs + sum(count * context for count, context in step.decode_groups)
-    attention_macs = layers * (c.heads // tp) * attended * hd * 2
-    flops = 2 * (linear_macs + attention_macs)
-    linear_weights = layers * per_layer / tp + head
-    embedding = c.step_rows_of_embedding(step.tokens) if stage.first else 0
-    other_weights = embedding + (2 * layers + (1 if stage.last else 0)) * c.hidden
-    kv_slots = step.tokens + sum(count * context for count, context in step.decode_groups)
-    kv_bytes = layers * (c.kv_heads // tp) * hd * 2 * kv_slots * _bytes_of(kv_dtype or dtype)
-    hbm = linear_weights * linear_eb + other_weights * eb + kv_bytes
-    all_reduced = 2 * layers * step.tokens * c.hidden * eb * 2 * (tp - 1) / tp
-    sent = 0 if stage.last else step.tokens * c.hidden * eb  # each chip sends the hidden states to its peer
-    macs_per_s = target.mxu.rows * target.mxu.cols * target.mxu.count * target.clock_hz
-    linear_rate = target.mxu.rate["f8e4m3" if quantize else dtype]
-    attention_rate = target.mxu.rate[dtype]
-    compute_s = linear_macs / (macs_per_s * linear_rate) + attention_macs / (macs_per_s * attention_rate)
-    peer_bandwidth = target.peer_link_bytes_per_cycle * target.clock_hz
-    link_s = all_reduced / target.links.bandwidth + sent / peer_bandwidth
-    return Roofline(flops, hbm, all_reduced + sent, compute_s, hbm / target.hbm.bandwidth, link_s)
 
 
 def check_fits(
@@ -179,13 +106,13 @@ def check_fits(
 
 def _hbm_per_chip(c: LlamaConfig, step: BatchStep, dtype: str, tp: int, pp: int = 1, kv_dtype: str = "") -> float:
     """Bytes of the fullest chip: the first pipeline stage (most layers, embedding; lm_head if alone)."""
-    eb = _bytes_of(dtype)
+    eb = bytes_of(dtype)
     layers = len(PipelineStage(0, pp).layers(c.layers))
     per_layer = c.hidden * c.head_dim * (2 * c.heads + 2 * c.kv_heads) + 3 * c.hidden * c.ffn
     tables = 2 if pp == 1 else 1  # embedding and lm_head on one stage, or one each on the first and last
     weights = (layers * per_layer / tp + tables * c.vocab * c.hidden) * eb
     slots = step.cache_len + sum(count * context for count, context in step.decode_groups)
-    kv = layers * c.head_dim * 2 * max(1, c.kv_heads // tp) * slots * _bytes_of(kv_dtype or dtype)
+    kv = layers * c.head_dim * 2 * max(1, c.kv_heads // tp) * slots * bytes_of(kv_dtype or dtype)
     return weights + kv
 
 
@@ -378,7 +305,7 @@ class StepResult:
 
     def lines(self) -> list[str]:
         """A printable summary."""
-        r, roof = self.report, self.roofline
+        r, roof, mxu = self.report, self.roofline, self.target.mxu
         chips = (
             f"{self.tp} x {self.target.name}" if self.pp == 1 else f"{self.pp} stages x {self.tp} x {self.target.name}"
         )
@@ -401,6 +328,8 @@ class StepResult:
             f" memory {roof.memory_s * 1e3:.3f} ms ({roof.hbm_bytes / 1e9:.2f} GB),"
             f" link {roof.link_s * 1e3:.3f} ms ({roof.link_bytes / 1e9:.2f} GB)",
             f"  bound {roof.bound_s * 1e3:.3f} ms ({roof.limit}); step / bound = {self.roofline_ratio:.2f}x",
+            f"  arrays: the products in whole {mxu.rows}x{mxu.cols} folds need {roof.arrays_s * 1e3:.3f} ms"
+            f" (MXU at most {roof.mxu_ceiling:.1%} on this geometry); step / that = {self.step_s / roof.arrays_s:.2f}x",
             f"  simulator {self.sim_s:.1f}s",
         ]
         return lines

@@ -120,6 +120,57 @@ def test_linear_residual_and_rms_norm_in_one_kernel() -> None:
     )
 
 
+ROPE_IR = """
+func.func @main(%x: tensor<20x16xf32>, %c: tensor<20x8xf32>, %s: tensor<20x8xf32>) -> (tensor<20x16xf32>, tensor<20x8xf32>, tensor<20x8xf32>) attributes {tfm.input_names = ["x", "cos", "sin"], tfm.output_names = ["q", "k", "v"]} {
+  %cos = tfm.reshape %c : (tensor<20x8xf32>) -> tensor<20x1x8xf32>
+  %sin = tfm.reshape %s : (tensor<20x8xf32>) -> tensor<20x1x8xf32>
+  %w = tfm.weight {name = "qkv.weight"} : tensor<32x16xf32>
+  %y = tfm.linear %x, %w {loc = "qkv"} : (tensor<20x16xf32>, tensor<32x16xf32>) -> tensor<20x32xf32>
+  %q = tfm.slice %y {dim = 1, start = 0, end = 16, step = 1} : (tensor<20x32xf32>) -> tensor<20x16xf32>
+  %k = tfm.slice %y {dim = 1, start = 16, end = 24, step = 1} : (tensor<20x32xf32>) -> tensor<20x8xf32>
+  %v = tfm.slice %y {dim = 1, start = 24, end = 32, step = 1} : (tensor<20x32xf32>) -> tensor<20x8xf32>
+  %q3 = tfm.reshape %q : (tensor<20x16xf32>) -> tensor<20x2x8xf32>
+  %k3 = tfm.reshape %k : (tensor<20x8xf32>) -> tensor<20x1x8xf32>
+  %qr = tfm.rope %q3, %cos, %sin {loc = "rope"} : (tensor<20x2x8xf32>, tensor<20x1x8xf32>, tensor<20x1x8xf32>) -> tensor<20x2x8xf32>
+  %kr = tfm.rope %k3, %cos, %sin {loc = "rope"} : (tensor<20x1x8xf32>, tensor<20x1x8xf32>, tensor<20x1x8xf32>) -> tensor<20x1x8xf32>
+  %qo = tfm.reshape %qr : (tensor<20x2x8xf32>) -> tensor<20x16xf32>
+  %ko = tfm.reshape %kr : (tensor<20x1x8xf32>) -> tensor<20x8xf32>
+  func.return %qo, %ko, %v : tensor<20x16xf32>, tensor<20x8xf32>, tensor<20x8xf32>
+}
+"""
+
+
+def _rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """x [T, heads, D] * cos + rotate_half(x) * sin, with cos and sin [T, D] the same for every head."""
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
+def test_rope_in_the_qkv_epilogue() -> None:
+    """q and k rotated in the fused linear's output tile (vpu.rope) give the rope kernel's results bit for
+    bit, and the reference's; v is left as the linear computed it; no kernel of the rope's own."""
+    x, w = RNG.standard_normal((20, 16)).astype(np.float32), RNG.standard_normal((32, 16)).astype(np.float32)
+    angles = RNG.uniform(0, 6, (20, 4)).astype(np.float32)
+    cos, sin = np.cos(np.tile(angles, 2)).astype(np.float32), np.sin(np.tile(angles, 2)).astype(np.float32)
+    inputs, target = {"x": x, "cos": cos, "sin": sin}, load_target("tiny")
+    outputs = []
+    for fusion in ("true", "false"):
+        spec = f"tile{{target=tiny epilogue_fusion={fusion}}},plan-sram{{target=tiny}},insert-sync,lower-to-isa"
+        module = Parser(tasic_context(), ROPE_IR).parse_module()
+        binary = compile_module(module, {"qkv.weight": w}, target, "f32", pipeline=spec)
+        outputs.append(simulate(binary, target, inputs).outputs)
+        locs = binary.metadata["locs"]
+        assert ("rope" in locs) == (fusion == "false"), locs  # the rope kernel only without fusion
+    fused, separate = outputs
+    for name in ("q", "k", "v"):
+        np.testing.assert_array_equal(fused[name], separate[name])
+    y = x @ w.T
+    np.testing.assert_allclose(fused["q"], _rope(y[:, :16].reshape(20, 2, 8), cos, sin).reshape(20, 16), atol=1e-5)
+    np.testing.assert_allclose(fused["k"], _rope(y[:, 16:24].reshape(20, 1, 8), cos, sin).reshape(20, 8), atol=1e-5)
+    np.testing.assert_allclose(fused["v"], y[:, 24:], atol=1e-5)
+
+
 def test_weight_loads_in_row_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A weight window larger than LOAD_CHUNK_BYTES is loaded by several DMA loads of row chunks that
     together give the same product."""

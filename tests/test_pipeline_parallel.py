@@ -21,7 +21,8 @@ from tasic.compiler import CompileError
 from tasic.frontend.errors import FrontendError
 from tasic.frontend.llama_step import BatchStep, PipelineStage, build_step
 from tasic.isa_sim.simulator import simulate_timing
-from tasic.serving import check_fits, compile_step, distinct_stages, load_config, roofline, simulate_step
+from tasic.roofline import roofline
+from tasic.serving import check_fits, compile_step, distinct_stages, load_config, simulate_step
 
 if TYPE_CHECKING:
     from conftest import TinyLlamaStep

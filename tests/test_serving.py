@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from tasic.frontend.errors import FrontendError
 from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step, step_inputs
 from tasic.ir.dialects import tasic_context
 from tasic.isa_sim.simulator import Machine
-from tasic.serving import check_fits, load_config, roofline
+from tasic.roofline import fold_cycles, prefill_attention_cycles, roofline
+from tasic.serving import check_fits, load_config
 
 TINY_CONFIG = {
     "hidden_size": 32,
@@ -58,6 +60,39 @@ def test_roofline_of_the_seed_step() -> None:
     # each chip sends 2 x 80 all-reduces of 2175 x 8192 bf16 values, 2 x 7/8 of each
     assert bf16.link_bytes == pytest.approx(160 * 2175 * 8192 * 2 * 2 * 7 / 8)
     assert bf16.bound_s == max(bf16.compute_s, bf16.memory_s, bf16.link_s)
+
+
+def test_array_floor_counts_whole_folds() -> None:
+    """Each product pays whole folds of an array: 2175 rows take 9 folds of 256, an 8-row decode product
+    a whole fold; a causal prefill's stacked rows see the keys of their last query."""
+    mxu = load_target("sohu-like").mxu  # 256 x 256
+    assert fold_cycles(mxu, 2175, 8192, 8192, 2.0) == 9 * 32 * 4096
+    assert fold_cycles(mxu, 8, 128, 2112, 1.0) == fold_cycles(mxu, 128, 8, 2112, 1.0) == 2112
+    assert fold_cycles(mxu, 300, 256, 10, 1.0) == fold_cycles(mxu, 256, 300, 10, 1.0) == 20
+    # 512 queries of 2 heads: row folds see queries 0-127, 128-255, 256-383, 384-511; S then P V
+    assert prefill_attention_cycles(mxu, 512, 2, 128, 1.0) == (128 + 128) + (128 + 256) + (256 + 384) + (256 + 512)
+
+
+def test_array_floor_bounds_the_simulated_matrix_engine() -> None:
+    """The simulator's MXU busy time never beats the floor (tiling adds folds, fill and drain); on the seed
+    step sohu-like's 256-wide arrays cap MXU utilisation below 90 %, 128-wide ones of the same peak do not."""
+    config, step, target = (
+        LlamaConfig.from_dict(TINY_CONFIG, "tiny"),
+        BatchStep(6, ((2, 9), (2, 12))),
+        load_target("tiny"),
+    )
+    graph = build_step(config, step, "random")
+    for tp in (1, 2):
+        binary = compile_module(graph.module, graph.weights, target, "f32", tp=tp)
+        report = Machine(binary, target, timing_only=True).run("main", step_inputs(config, step)).report
+        floor = roofline(config, step, target, "f32", tp)
+        assert floor.compute_s <= floor.arrays_s <= report.busy["MXU"] / target.clock_hz
+    seed, sohu = load_config("llama-3-70b"), load_target("sohu-like")
+    wide = roofline(seed, BatchStep.seed(), sohu, "bf16", 8, "fp8-static", kv_dtype="f8e4m3")
+    mxu = dataclasses.replace(sohu.mxu, rows=128, cols=128, count=4 * sohu.mxu.count)
+    narrow = roofline(seed, BatchStep.seed(), dataclasses.replace(sohu, mxu=mxu), "bf16", 8, "fp8-static")
+    assert narrow.compute_s == pytest.approx(wide.compute_s)
+    assert wide.mxu_ceiling < 0.8 < 0.9 < narrow.mxu_ceiling < 1
 
 
 def test_fit_checks_name_the_fix() -> None:

@@ -272,6 +272,31 @@ def test_exp_sum_is_the_subtract_exp_and_row_sum_it_replaces(dt: int) -> None:
     assert (probs.max(axis=1) == 1.0).all()  # each row's largest score gives exp(0)
 
 
+@pytest.mark.parametrize("dt", [F32, BF16])
+def test_rope_rotates_whole_heads_and_copies_the_rest(dt: int) -> None:
+    """vpu.rope: per head of 8 columns, lo = x_lo c - x_hi s and hi = x_hi c + x_lo s with each step
+    rounded to f32 (the mul/mul/sub and mul/mul/add it replaces); columns after `roped` are copied."""
+    rows, head, roped, cols = 4, 8, 16, 24
+    x, tables = rand(rows, cols), rand(2 * rows, head)  # cos in the first 4 rows, sin in the next 4
+    code = [
+        load(SA, X, rows, cols),
+        load(SB, Y, 2 * rows, head),
+        vpu(Op.VPU_ROPE, 0, rows, cols, dt_d=dt, imm=head, depth=roped),
+        store(OUT, SD, rows, cols, dt_a=dt),
+    ]
+    out = run(code, {"x": x, "tables": tables}, (rows, cols))
+    cos, sin, half = tables[:rows, None, :], tables[rows:, None, :], head // 2
+    heads = x[:, :roped].reshape(rows, roped // head, head)
+    lo, hi = heads[..., :half], heads[..., half:]
+    rotated = np.concatenate(
+        [lo * cos[..., :half] - hi * sin[..., :half], hi * cos[..., half:] + lo * sin[..., half:]], axis=2
+    )
+    expected = np.concatenate([rotated.reshape(rows, roped), x[:, roped:]], axis=1)
+    if dt == BF16:
+        expected = expected.astype(ml_dtypes.bfloat16).astype(np.float32)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_causal_uses_register_offset() -> None:
     x = rand(4, 6)
     code = [

@@ -95,6 +95,11 @@ def test_vpu_cost_classes() -> None:
     # the softmax's subtract, exponential and row sum in one pass, at the exponential's rate
     exp_sum = Instr(Op.VPU_EXP_SUM, dt_d=BF16, dt_a=F32, dt_b=F32, rows=16, cols=17, off_a=4096, off_b=8192, imm=9216)
     assert cycles([exp_sum]) == cycles([exp])
+    # rope: three simple passes over the rotated columns (16 x 16 of them), the rest left in place ...
+    rope = Instr(Op.VPU_ROPE, dt_d=F32, dt_a=F32, dt_b=F32, rows=16, cols=24, depth=16, imm=8, off_b=4096)
+    assert cycles([rope]) == 3 * 16 + 4
+    # ... or copied (16 x 8 more, one pass) into another tile
+    assert cycles([dataclasses.replace(rope, off_d=2048)]) == 3 * 16 + 8 + 4
 
 
 def test_independent_engines_overlap() -> None:

@@ -24,7 +24,7 @@ between them::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from xdsl.dialects.builtin import f32
@@ -111,6 +111,13 @@ class FlashPlan:
         ]
         return full_blocks, rest + masked
 
+    def largest_block(self) -> int:
+        """Keys in the longest block any query tile uses: the tile sets need no more (a causal prompt of
+        2048 queries in tiles of 512 uses blocks of at most 1536 keys, those before the last tile)."""
+        sq = self.q.shape[2]
+        blocks = [self.blocks(q0, min(self.tq, sq - q0)) for q0 in range(0, sq, self.tq)]
+        return max(self.kb if full else max((keys for _, keys, _ in rest), default=1) for full, rest in blocks)
+
     def units(self) -> list[tuple[int, int, int]]:
         """(batch, first query, KV head) of every query tile."""
         batch, _, sq, _ = self.q.shape
@@ -170,7 +177,8 @@ def flash_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None)
     if need(tq, kb) > budget:
         return None
     out, scale = ctx.output_view(op.result), ctx.store_scales.get(op.result)
-    return FlashPlan(op, q, k.permute([0, 1, 3, 2]), v, out, group * tq, d, dv, kb, tq, group, scale)
+    plan = FlashPlan(op, q, k.permute([0, 1, 3, 2]), v, out, group * tq, d, dv, kb, tq, group, scale)
+    return replace(plan, kb=plan.largest_block())
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ For C[m, n] = A[m, k] @ B[k, n] tiled (tm, tn, tk), the estimate is the larger o
   DMA time: A is read once per column of output tiles (once when it is a single tile), B once per
             row of output tiles (once when it is a single tile), C written once, at the HBM bandwidth;
 plus what double buffering cannot hide (one step's loads before the first product, the last
-product after the last load) and one DMA latency per output tile (the pipeline refills).
-Tiles must fit SRAM with the A and B
-tiles twice (double buffering). Candidates are the whole dimension, powers of two times the array
-size and the multiples of the array size that divide the dimension, so a 2175-row activation is
-taken whole, a weight is read from HBM once, and tiles can fill whole rounds of the arrays.
+product after the last load, the last output tile's epilogue and store after its product) and one
+DMA latency per output tile (the pipeline refills).
+Tiles must fit SRAM with the A and B tiles twice (double buffering), the output tiles twice when
+there are several (the next one's accumulator fills while this one's epilogue runs). Candidates are
+the whole dimension, powers of two times the array size and the multiples of the array size that
+divide the dimension, so a 2175-row activation is taken whole, a weight is read from HBM once, and
+tiles can fill whole rounds of the arrays.
 """
 
 from __future__ import annotations
@@ -80,8 +82,23 @@ def estimate_cycles(
     output_tiles = m_tiles * n_tiles
     # DMA and MXU overlap (double buffering) except for the first step's loads and the last step's
     # product, which stand alone: fewer, larger tiles expose more of them.
-    exposed = (mxu_cycles + dma_cycles) / steps
-    return max(mxu_cycles, dma_cycles) + exposed + output_tiles * target.hbm.latency
+    weight_once = n_tiles == 1 and k_tiles == 1  # B loaded once, before any loop: it streams in early
+    first_loads = (tm * tk + (0 if weight_once else tk * tn)) * eb / target.hbm_bytes_per_cycle
+    last_product = mxu_cycles / steps if dma_cycles > mxu_cycles else 0.0  # after the last load
+    exposed = first_loads + last_product
+    # the last output tile's epilogue and store follow its last product (its f32 bytes, as `moved` counts them)
+    tail = min(tm, m) * min(tn, n) * 4 / target.hbm_bytes_per_cycle
+    return max(mxu_cycles, dma_cycles) + exposed + tail + output_tiles * target.hbm.latency
+
+
+def _tile_set_bytes(m: int, n: int, k: int, tiles: tuple[int, int, int], eb: int, output_tiles: int) -> int:
+    """SRAM bytes of a tiling: an operand loaded once (one tile and K step along its dims) needs one copy,
+    else two (double buffering); the output tiles need two copies when there are several."""
+    tm, tn, tk = tiles
+    a_copies = 1 if tm >= m and tk >= k else 2
+    b_copies = 1 if tn >= n and tk >= k else 2
+    out_copies = 1 if tm >= m and tn >= n else 2
+    return (a_copies * tm * tk + b_copies * tk * tn) * eb + out_copies * output_tiles * tm * tn * 4 + tn * 4
 
 
 _CHOSEN: dict[tuple, tuple[int, int, int] | None] = {}
@@ -97,16 +114,18 @@ def best_matmul_tiles(
     budget: int,
     output_tiles: int = 1,
     parts: int = 1,
+    full_width: bool = False,
 ) -> tuple[int, int, int] | None:
     """The cheapest (tm, tn, tk) that fits `budget` bytes double-buffered, or None if none does
-    (`parts` as in `estimate_cycles`); each problem is searched once."""
-    key = (target.hash, m, n, k, eb, rate, budget, output_tiles, parts)
+    (`parts` as in `estimate_cycles`; `output_tiles` f32 tiles per output tile, `_tile_set_bytes`); each
+    problem is searched once. With `full_width` every output tile spans all n columns."""
+    key = (target.hash, m, n, k, eb, rate, budget, output_tiles, parts, full_width)
     if key not in _CHOSEN:
         best: tuple[float, tuple[int, int, int]] | None = None
         for tm in _candidates(m, target.mxu.rows):
-            for tn in _candidates(n, target.mxu.cols):
+            for tn in [n] if full_width else _candidates(n, target.mxu.cols):
                 for tk in _candidates(k, max(target.mxu.rows, target.mxu.cols)):
-                    if matmul_tile_bytes(tm, tn, tk, eb, 2, output_tiles) > budget:
+                    if _tile_set_bytes(m, n, k, (tm, tn, tk), eb, output_tiles) > budget:
                         continue
                     cost = estimate_cycles(target, m, n, k, (tm, tn, tk), eb, rate, parts)
                     if best is None or cost < best[0]:

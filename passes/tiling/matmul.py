@@ -30,6 +30,7 @@ from tasic.passes.tiling.epilogue import (
 )
 from tasic.passes.tiling.epilogue import apply as apply_epilogue
 from tasic.passes.tiling.kernels import ALL_REDUCE_CHUNKS, following_rms_norm, loc_of, rms_norm_epilogue
+from tasic.passes.tiling.rope_epilogue import find_rope
 from tasic.passes.tiling.views import View
 
 
@@ -44,16 +45,16 @@ def _matmul_tiles(
     parts: int = 1,
 ) -> tuple[int, int, int]:
     """(tm, tn, tk) of a tiled matmul, chosen by the cost model (tiling/cost.py) or the fixed rule
-    (`parts` instructions side by side per output tile). The `output_tiles` f32 tiles are counted
-    twice, so that double-buffer can give the next output tile its own accumulator while this one's
-    epilogue runs on the vector engine."""
-    output_tiles *= 2
+    (`parts` instructions side by side per output tile). With several output tiles the `output_tiles`
+    f32 tiles count twice, so that double-buffer can give the next output tile its own accumulator
+    while this one's epilogue runs on the vector engine."""
     eb = element_bytes(mxu or ctx.mxu_type)
     rate = ctx.target.mxu.rate.get(dtype_name(mxu or ctx.mxu_type), 1.0)
     if ctx.cost_model:
         best = best_matmul_tiles(ctx.target, m, n, k, eb, rate, ctx.sram_budget, output_tiles, parts)
         if best is not None:
             return best
+    output_tiles *= 2
     rows, cols = ctx.target.mxu.rows, ctx.target.mxu.cols
     tm, tn, tk = min(m, 8 * rows), min(n, 8 * cols), min(k, 16 * max(rows, cols))
     while matmul_tile_bytes(tm, tn, tk, eb, 1, output_tiles) > ctx.sram_budget:
@@ -68,6 +69,18 @@ def _matmul_tiles(
         else:
             raise DoesNotFitError(f"{loc}: a 1x1x1 matmul tile does not fit {ctx.sram_budget} bytes of SRAM")
     return tm, tn, tk
+
+
+def _full_width_tiles(
+    ctx: TileContext, m: int, n: int, k: int, mxu: Attribute, output_tiles: int, reserved: int
+) -> tuple[int, int, int] | None:
+    """The cost model's tiles whose output tiles span all n columns in the SRAM `reserved` bytes leave,
+    or None (they do not fit, or the cost model is off)."""
+    if not ctx.cost_model:
+        return None
+    rate = ctx.target.mxu.rate.get(dtype_name(mxu), 1.0)
+    budget = ctx.sram_budget - reserved
+    return best_matmul_tiles(ctx.target, m, n, k, element_bytes(mxu), rate, budget, output_tiles, full_width=True)
 
 
 def matmul_operand_type(ctx: TileContext, a: View, b: View) -> Attribute:
@@ -104,7 +117,10 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     chunked = _all_reduce_chunks(ctx, m, n, k, element_bytes(mxu), output_tiles) if reduces(steps) else None
     if not reduces(steps) and not batch and following_rms_norm(ctx, final) is not None:
         chunked = _norm_chunks(ctx, m, n, k, element_bytes(mxu), output_tiles + 1)
-    tm, tn, tk = chunked or _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
+    rope = find_rope(ctx, final, (m, n)) if not batch and chunked is None and not reduces(steps) else None
+    full_width = _full_width_tiles(ctx, m, n, k, mxu, output_tiles, rope.table_bytes(m)) if rope else None
+    rope = rope if full_width is not None else None  # every tile must hold the rotated columns
+    tm, tn, tk = chunked or full_width or _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
     norm = following_rms_norm(ctx, final) if chunked and tn == n else None
     kb = ctx.kernel(loc)
     lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
@@ -114,6 +130,9 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     bias_tile = kb.sram((1, tn), f32) if bias is not None else None
     bias_view = bias.broadcast_to((1, n)) if bias is not None else None
     emit_norm = rms_norm_epilogue(ctx, kb, norm, (m, n), tm) if norm is not None else None
+    rope_tables = rope.tables(kb, tm) if rope is not None else None
+    if rope is not None:
+        rope.commit(ctx, out_full)
 
     # one column tile and one K step of a shared rhs (a weight): every row tile multiplies the same rhs tile
     rhs_once = not batch and tn >= n and tk >= k and m > tm
@@ -130,10 +149,12 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     def output_tile(bstarts: list[Pos], m0: Pos, nm: int, n0: Pos, nn: int) -> None:
         def k_step(k0: Pos, nk: int, accumulate: bool) -> None:
             x, w = (lhs, rhs) if accumulate else (first_lhs, first_rhs)  # one K step when loaded once
-            if not lhs_once:
-                kb.load(a_full, [*bstarts, m0, k0], nm, nk, x)
+            # the rhs (a linear's weight) first: it needs nothing from the previous kernel, so on the
+            # in-order DMA engine it streams in while the activation's load still waits for its producer
             if not rhs_once:
                 kb.load(b_full, [*bstarts, k0, n0], nk, nn, w)
+            if not lhs_once:
+                kb.load(a_full, [*bstarts, m0, k0], nm, nk, x)
             kb.add(tile.MatmulOp(x, w, acc, nm, nn, nk, accumulate=accumulate))
 
         k_steps(kb, k, tk, k_step)
@@ -141,6 +162,8 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
             kb.load(bias_view, [Pos(), n0], 1, nn, bias_tile)
             kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nm, nn, "col"))
         apply_epilogue(kb, steps, acc, scratch, [m0, n0], nm, nn, link)
+        if rope is not None and rope_tables is not None:
+            rope.apply(kb, rope_tables, acc, m0, nm, nn)
         kb.store(acc, out_full, [*bstarts, m0, n0], nm, nn)
         if emit_norm is not None:
             emit_norm(acc, [m0, n0], nm, nn)
@@ -195,11 +218,11 @@ def _gated_matmul(
     def output_tile(m0: Pos, nm: int, n0: Pos, nn: int) -> None:
         def k_step(k0: Pos, nk: int, accumulate: bool) -> None:
             x, gate, upw = (lhs, rhs_gate, rhs_up) if accumulate else firsts  # one K step when loaded once
-            if not lhs_once:
-                kb.load(a, [m0, k0], nm, nk, x)
-            if not rhs_once:
+            if not rhs_once:  # weights first (see matmul_kernel)
                 kb.load(b, [k0, n0], nk, nn, gate)
                 kb.load(b, [k0, n0 + up], nk, nn, upw)
+            if not lhs_once:
+                kb.load(a, [m0, k0], nm, nk, x)
             kb.add(tile.MatmulOp(x, gate, acc_gate, nm, nn, nk, accumulate=accumulate))
             kb.add(tile.MatmulOp(x, upw, acc_up, nm, nn, nk, accumulate=accumulate))
 
