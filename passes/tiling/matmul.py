@@ -130,9 +130,7 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     bias_tile = kb.sram((1, tn), f32) if bias is not None else None
     bias_view = bias.broadcast_to((1, n)) if bias is not None else None
     emit_norm = rms_norm_epilogue(ctx, kb, norm, (m, n), tm) if norm is not None else None
-    rope_tables = rope.tables(kb, tm) if rope is not None else None
-    if rope is not None:
-        rope.commit(ctx, out_full)
+    emit_rope = rope.emitter(ctx, kb, out_full, tm) if rope is not None else None
 
     # one column tile and one K step of a shared rhs (a weight): every row tile multiplies the same rhs tile
     rhs_once = not batch and tn >= n and tk >= k and m > tm
@@ -162,8 +160,8 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
             kb.load(bias_view, [Pos(), n0], 1, nn, bias_tile)
             kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nm, nn, "col"))
         apply_epilogue(kb, steps, acc, scratch, [m0, n0], nm, nn, link)
-        if rope is not None and rope_tables is not None:
-            rope.apply(kb, rope_tables, acc, m0, nm, nn)
+        if emit_rope is not None:
+            emit_rope(acc, m0, nm, nn)
         kb.store(acc, out_full, [*bstarts, m0, n0], nm, nn)
         if emit_norm is not None:
             emit_norm(acc, [m0, n0], nm, nn)

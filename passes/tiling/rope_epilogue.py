@@ -17,6 +17,7 @@ rope may read a rotated column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from xdsl.dialects.builtin import f32
@@ -38,8 +39,17 @@ class RopeEpilogue:
     cos: View  # [rows, head_dim]
     sin: View
 
-    def commit(self, ctx: TileContext, out: View) -> None:
-        """Mark the ropes computed, their results the rotated columns of `out` (the linear's [rows, cols])."""
+    def table_bytes(self, rows: int) -> int:
+        """SRAM bytes of the cos and sin tile of `rows` rows (at most two copies: double buffering)."""
+        return 2 * 2 * rows * self.head_dim * 4
+
+    def emitter(
+        self, ctx: TileContext, kb: KernelBuilder, out: View, rows: int
+    ) -> Callable[[SSAValue, Pos, int, int], None]:
+        """Declare the [2 rows, head_dim] tile the rows' cos and sin are loaded into, mark the ropes
+        computed (their results the rotated columns of `out`, the linear's [rows, cols] result) and
+        return the emitter that rotates an f32 output tile (rows m0.. of the result) in place."""
+        tables = kb.sram((2 * rows, self.head_dim), f32)
         for rope, start in self.ropes:
             shape = tfm.shape_of(rope.result)
             view = out.slice(1, start, start + shape[1] * shape[2], 1).reshape(shape)
@@ -47,24 +57,17 @@ class RopeEpilogue:
             ctx.views[rope.result] = view
             ctx.fused.add(rope)
 
-    def table_bytes(self, rows: int) -> int:
-        """SRAM bytes of the cos and sin tile of `rows` rows (at most two copies: double buffering)."""
-        return 2 * 2 * rows * self.head_dim * 4
+        def emit(work: SSAValue, m0: Pos, nm: int, nn: int) -> None:
+            kb.load(self.cos, [m0, Pos()], nm, self.head_dim, tables)
+            kb.load(self.sin, [m0, Pos()], nm, self.head_dim, tables, nm * self.head_dim)
+            kb.add(tile.RopeOp(work, tables, work, nm, nn, self.head_dim, self.roped))
 
-    def tables(self, kb: KernelBuilder, rows: int) -> SSAValue:
-        """The SRAM tile the rows' cos and sin are loaded into: [2 rows, head_dim], f32."""
-        return kb.sram((2 * rows, self.head_dim), f32)
-
-    def apply(self, kb: KernelBuilder, tables: SSAValue, work: SSAValue, m0: Pos, rows: int, cols: int) -> None:
-        """Rotate the first `roped` columns of the f32 tile `work` (rows m0.. of the result) in place."""
-        kb.load(self.cos, [m0, Pos()], rows, self.head_dim, tables)
-        kb.load(self.sin, [m0, Pos()], rows, self.head_dim, tables, rows * self.head_dim)
-        kb.add(tile.RopeOp(work, tables, work, rows, cols, self.head_dim, self.roped))
+        return emit
 
 
 def find_rope(ctx: TileContext, value: SSAValue, flat_shape: tuple[int, int]) -> RopeEpilogue | None:
     """The ropes of `value` (a linear's result after its epilogue steps, tiled as `flat_shape`) that its
-    kernel can apply (module docstring), or None. Nothing is recorded until `commit`."""
+    kernel can apply (module docstring), or None. Nothing is recorded until `emitter`."""
     rows, cols = flat_shape
     if not ctx.epilogue_fusion or tfm.shape_of(value) != flat_shape or value in ctx.output_names:
         return None
