@@ -91,7 +91,7 @@ def estimate_cycles(
     return max(mxu_cycles, dma_cycles) + exposed + tail + output_tiles * target.hbm.latency
 
 
-def _tile_set_bytes(m: int, n: int, k: int, tiles: tuple[int, int, int], eb: int, output_tiles: int) -> int:
+def tile_set_bytes(m: int, n: int, k: int, tiles: tuple[int, int, int], eb: int, output_tiles: int) -> int:
     """SRAM bytes of a tiling: an operand loaded once (one tile and K step along its dims) needs one copy,
     else two (double buffering); the output tiles need two copies when there are several."""
     tm, tn, tk = tiles
@@ -117,7 +117,7 @@ def best_matmul_tiles(
     full_width: bool = False,
 ) -> tuple[int, int, int] | None:
     """The cheapest (tm, tn, tk) that fits `budget` bytes double-buffered, or None if none does
-    (`parts` as in `estimate_cycles`; `output_tiles` f32 tiles per output tile, `_tile_set_bytes`); each
+    (`parts` as in `estimate_cycles`; `output_tiles` f32 tiles per output tile, `tile_set_bytes`); each
     problem is searched once. With `full_width` every output tile spans all n columns."""
     key = (target.hash, m, n, k, eb, rate, budget, output_tiles, parts, full_width)
     if key not in _CHOSEN:
@@ -125,7 +125,7 @@ def best_matmul_tiles(
         for tm in _candidates(m, target.mxu.rows):
             for tn in [n] if full_width else _candidates(n, target.mxu.cols):
                 for tk in _candidates(k, max(target.mxu.rows, target.mxu.cols)):
-                    if _tile_set_bytes(m, n, k, (tm, tn, tk), eb, output_tiles) > budget:
+                    if tile_set_bytes(m, n, k, (tm, tn, tk), eb, output_tiles) > budget:
                         continue
                     cost = estimate_cycles(target, m, n, k, (tm, tn, tk), eb, rate, parts)
                     if best is None or cost < best[0]:
