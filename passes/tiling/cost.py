@@ -5,11 +5,13 @@ For C[m, n] = A[m, k] @ B[k, n] tiled (tm, tn, tk), the estimate is the larger o
             SCALE-Sim output-stationary formula, docs/isa.md), over all (m, n, k) tiles;
   DMA time: A is read once per column of output tiles (once when it is a single tile), B once per
             row of output tiles (once when it is a single tile), C written once, at the HBM bandwidth;
-plus what double buffering cannot hide (one step's loads before the first product, the last
-product after the last load, the last output tile's epilogue and store after its product) and one
-DMA latency per output tile (the pipeline refills).
-Tiles must fit SRAM with the A and B tiles twice (double buffering), the output tiles twice when
-there are several (the next one's accumulator fills while this one's epilogue runs). Candidates are
+plus what double buffering cannot hide (the first step's loads before the first product, except a
+weight loaded once, which streams in while the previous kernel computes; the last product after the
+last load when DMA is the longer; the last output tile's epilogue and store after its product) and
+one DMA latency per output tile (the pipeline refills).
+Tiles must fit SRAM with the A and B tiles twice (double buffering) unless loaded once, the output
+tiles twice when there are several (the next one's accumulator fills while this one's epilogue
+runs), `tile_set_bytes`. Candidates are
 the whole dimension, powers of two times the array size and the multiples of the array size that
 divide the dimension, so a 2175-row activation is taken whole, a weight is read from HBM once, and
 tiles can fill whole rounds of the arrays.
@@ -80,8 +82,8 @@ def estimate_cycles(
     dma_cycles = moved / target.hbm_bytes_per_cycle
     steps = m_tiles * n_tiles * k_tiles
     output_tiles = m_tiles * n_tiles
-    # DMA and MXU overlap (double buffering) except for the first step's loads and the last step's
-    # product, which stand alone: fewer, larger tiles expose more of them.
+    # DMA and MXU overlap (double buffering) except for the first step's loads and, when DMA is the
+    # longer, the last step's product, which stand alone: fewer, larger tiles expose more of them.
     weight_once = n_tiles == 1 and k_tiles == 1  # B loaded once, before any loop: it streams in early
     first_loads = (tm * tk + (0 if weight_once else tk * tn)) * eb / target.hbm_bytes_per_cycle
     last_product = mxu_cycles / steps if dma_cycles > mxu_cycles else 0.0  # after the last load
