@@ -300,6 +300,10 @@ def _opcode_problem(instr: Instr) -> str | None:
         return f"mxu.matmul: batch {instr.imm} must be >= 0"
     if op == Op.VPU_CAUSAL and instr.imm < 0:
         return f"vpu.causal: period {instr.imm} must be >= 0"
+    if op == Op.VPU_ROPE and (instr.imm <= 0 or instr.imm % 2):
+        return f"vpu.rope: head size {instr.imm} must be even and positive"
+    if op == Op.VPU_ROPE and not (0 <= instr.depth <= instr.cols and instr.depth % instr.imm == 0):
+        return f"vpu.rope: roped({instr.depth}) must be whole heads of {instr.imm} within the {instr.cols} columns"
     if op == Op.LOOP and instr.imm64 < 1:
         return f"loop count {instr.imm64} must be >= 1"
     broadcast = (instr.flags & FLAG_BCAST_MASK) >> FLAG_BCAST_SHIFT

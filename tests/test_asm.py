@@ -78,6 +78,9 @@ def odd_instr(rng: random.Random, op: Op) -> Instr:
         instr.set_imm64(rng.randrange(1, 1 << 63))
     if op in (Op.MXU_MATMUL, Op.VPU_CAUSAL):
         instr.imm = rng.randrange(1 << 31)  # the batch count / the causal period
+    if op == Op.VPU_ROPE:  # whole heads of an even size within the columns
+        instr.imm = 2 * rng.randrange(1, 1 << 7)
+        instr.depth = instr.imm * rng.randrange(instr.cols // instr.imm + 1)
     if op == Op.VPU_BINARY:
         instr.flags = (instr.flags & ~0x6) | rng.choice([0, 2, 4])
     return instr

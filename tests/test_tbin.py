@@ -249,6 +249,11 @@ def test_unknown_opcode_names_the_instruction() -> None:
         ([Instr(Op.WAIT, func=6, imm=1)], "instruction 0: wait: unknown engine 6 in func"),
         ([Instr(Op.VPU_UNARY, func=17)], "instruction 0: vpu.unary: unknown unary function 17 in func"),
         ([Instr(Op.VPU_BINARY, flags=0x6)], "instruction 0: unknown broadcast mode 3 in flags"),
+        ([Instr(Op.VPU_ROPE, cols=8, depth=8)], "instruction 0: vpu.rope: head size 0 must be even and positive"),
+        (
+            [Instr(Op.VPU_ROPE, cols=8, depth=12, imm=4)],
+            "instruction 0: vpu.rope: roped(12) must be whole heads of 4 within the 8 columns",
+        ),
     ],
 )
 def test_invalid_code(code: list[Instr], expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
