@@ -113,11 +113,15 @@ class LlamaConfig:
             raise FrontendError(f"config file '{path}' is not a JSON object")
         return cls.from_dict(data, data.get("_name_or_path") or path.stem)
 
+    @property
+    def linear_weights_per_layer(self) -> int:
+        """Weights of one layer's projections: q, k, v, o, gate, up and down."""
+        return self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads) + 3 * self.hidden * self.ffn
+
     def weight_count(self) -> int:
         """Parameters: embeddings, lm_head (untied) and the layers' projections and norms."""
-        attention = self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads)
-        mlp = 3 * self.hidden * self.ffn
-        return 2 * self.vocab * self.hidden + self.layers * (attention + mlp + 2 * self.hidden) + self.hidden
+        layer = self.linear_weights_per_layer + 2 * self.hidden
+        return 2 * self.vocab * self.hidden + self.layers * layer + self.hidden
 
     def step_rows_of_embedding(self, tokens: int) -> int:
         """Embedding-table values a step reads: one row per token (at most the whole table)."""

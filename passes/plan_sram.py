@@ -57,34 +57,28 @@ def _aligned(size: int) -> int:
     return -(-size // ALIGN) * ALIGN
 
 
-def _start(
-    total: int, capacity: int, recent: list[list[tuple[int, int]]], own: list[tuple[int, int]]
-) -> tuple[int, int] | None:
-    """The lowest start of `total` bytes clear of `own` and of the ranges of as many of the newest
-    `recent` kernels as fit, and how many that is; None if even `own` leaves no room."""
-    for keep in range(len(recent), -1, -1):
-        avoid = [*own, *(r for ranges in recent[:keep] for r in ranges)]
-        for start in sorted({0, *(end for _, end in avoid)}):
-            if start + total <= capacity and all(start + total <= lo or start >= hi for lo, hi in avoid):
-                return start, keep
-    return None
+def _clear_starts(total: int, capacity: int, avoid: list[tuple[int, int]]) -> list[int]:
+    """Starts of `total` bytes clear of the `avoid` ranges, lowest first: at either end of SRAM or just
+    after or before a range (the lowest clear start of all is always among them)."""
+    edges = {0, capacity - total, *(hi for _, hi in avoid), *(lo - total for lo, _ in avoid)}
+    aligned = {edge // ALIGN * ALIGN for edge in edges if edge >= 0}
+    return [
+        start
+        for start in sorted(aligned)
+        if start + total <= capacity and all(start + total <= lo or start >= hi for lo, hi in avoid)
+    ]
 
 
-def _clear_starts(total: int, capacity: int, recent: list[list[tuple[int, int]]]) -> list[int]:
-    """Starts of `total` bytes clear of the newest recent kernels (as many as allow one), lowest first:
-    just after or just before each of their ranges, or at either end of SRAM."""
-    for keep in range(len(recent), 0, -1):
-        avoid = [r for ranges in recent[:keep] for r in ranges]
-        edges = {0, capacity - total, *(hi for _, hi in avoid), *(lo - total for lo, _ in avoid)}
-        aligned = {edge // ALIGN * ALIGN for edge in edges if edge >= 0}
-        starts = [
-            start
-            for start in sorted(aligned)
-            if start + total <= capacity and all(start + total <= lo or start >= hi for lo, hi in avoid)
-        ]
+def _clear_of_most(
+    total: int, capacity: int, recent: list[list[tuple[int, int]]], own: list[tuple[int, int]], fewest: int = 0
+) -> tuple[list[int], int]:
+    """The starts of `total` bytes clear of `own` and of the ranges of as many of the newest `recent`
+    kernels as allow one (at least `fewest`), and how many that is; ([], 0) if none."""
+    for keep in range(len(recent), fewest - 1, -1):
+        starts = _clear_starts(total, capacity, [*own, *(r for ranges in recent[:keep] for r in ranges)])
         if starts:
-            return starts
-    return []
+            return starts, keep
+    return [], 0
 
 
 def _prefetched(kernel: tile.KernelOp) -> set[tile.SramBufferOp]:
@@ -108,19 +102,19 @@ def _place(kernel: tile.KernelOp, capacity: int, recent: list[list[tuple[int, in
     """Place the kernel's tiles (its prefetch tiles apart when the whole kernel cannot keep clear of
     the previous one); return the byte ranges it uses."""
     buffers = [b for b in kernel.body.block.ops if isinstance(b, tile.SramBufferOp)]
-    whole = _start(_bytes(buffers), capacity, recent, [])
+    starts, kept = _clear_of_most(_bytes(buffers), capacity, recent, [])
     prefetched = _prefetched(kernel)
-    if whole is not None and whole[1] == 0 and recent and prefetched:
+    if starts and kept == 0 and recent and prefetched:
         groups = [[b for b in buffers if b in prefetched], [b for b in buffers if b not in prefetched]]
         sizes = (_bytes(groups[0]), _bytes(groups[1]))
-        for start in _clear_starts(sizes[0], capacity, recent):  # clear of the previous kernel(s)
-            ranges = [(start, start + sizes[0])]
-            rest = _start(sizes[1], capacity, recent, ranges)
-            if rest is not None:
-                _assign(kernel, groups[0], start, capacity)
+        for first in _clear_of_most(sizes[0], capacity, recent, [], fewest=1)[0]:  # clear of the previous kernel(s)
+            ranges = [(first, first + sizes[0])]
+            rest = _clear_of_most(sizes[1], capacity, recent, ranges)[0]
+            if rest:
+                _assign(kernel, groups[0], first, capacity)
                 _assign(kernel, groups[1], rest[0], capacity)
                 return [*ranges, (rest[0], rest[0] + sizes[1])]
-    start = whole[0] if whole is not None else 0
+    start = starts[0] if starts else 0
     _assign(kernel, buffers, start, capacity)
     return [(start, start + _bytes(buffers))]
 

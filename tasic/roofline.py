@@ -126,7 +126,7 @@ def roofline(
     layers = len(stage.layers(c.layers))
     hd, eb = c.head_dim, bytes_of(dtype)
     linear_eb = 1 if quantize else eb
-    per_layer = c.hidden * hd * (c.heads + 2 * c.kv_heads) + c.heads * hd * c.hidden + 3 * c.hidden * c.ffn
+    per_layer = c.linear_weights_per_layer
     head = c.vocab * c.hidden if stage.last else 0  # the lm_head is a linear too
     linear_macs = step.tokens * layers * per_layer / tp + (1 + step.decode_tokens) * head
     prompt_pairs = step.prefill * (step.prefill + 1) // 2

@@ -108,7 +108,7 @@ def _hbm_per_chip(c: LlamaConfig, step: BatchStep, dtype: str, tp: int, pp: int 
     """Bytes of the fullest chip: the first pipeline stage (most layers, embedding; lm_head if alone)."""
     eb = bytes_of(dtype)
     layers = len(PipelineStage(0, pp).layers(c.layers))
-    per_layer = c.hidden * c.head_dim * (2 * c.heads + 2 * c.kv_heads) + 3 * c.hidden * c.ffn
+    per_layer = c.linear_weights_per_layer
     tables = 2 if pp == 1 else 1  # embedding and lm_head on one stage, or one each on the first and last
     weights = (layers * per_layer / tp + tables * c.vocab * c.hidden) * eb
     slots = step.cache_len + sum(count * context for count, context in step.decode_groups)

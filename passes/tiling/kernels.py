@@ -122,11 +122,11 @@ def rows_outermost(shape: tuple[int, ...], views: list[View]) -> tuple[tuple[int
 
 
 ROPE_ROWS = 4096
-"""Rows per rope tile: its columns are only half a head, so rows make the tiles worth an instruction."""
+"""Rows per rope tile: its columns are one head, so rows make the tiles worth an instruction."""
 
 
 def rope(ctx: TileContext, op: tfm.RopeOp) -> None:
-    """tfm.rope per tile of rows: halves of x, cos, sin in; lo = x_lo c_lo - x_hi s_lo, hi = x_hi c_hi + x_lo s_hi.
+    """tfm.rope per tile of rows: x and the rows' cos and sin in, one `tile.rope` (vpu.rope) in place, x out.
 
     When one tile holds a head's every row and the tables are the same for every head (broadcast),
     cos and sin are loaded once, and up to ROPE_HEADS heads share each tile (stacked as rows, the
@@ -135,49 +135,43 @@ def rope(ctx: TileContext, op: tfm.RopeOp) -> None:
     out = ctx.result_view(op.result)
     sources = [ctx.view_of(v).broadcast_to(full) for v in (op.input, op.cos, op.sin)]
     shape, (x, cos, sin, dest) = rows_outermost(full, [*sources, out.broadcast_to(full)])
-    half = shape[-1] // 2
-    halves = [
-        (v.slice(len(shape) - 1, 0, half, 1), v.slice(len(shape) - 1, half, 2 * half, 1)) for v in (x, cos, sin, dest)
-    ]
-    half_shape = (*shape[:-1], half)
-    limits = (min(shape[-2], ROPE_ROWS), min(half, COL_TILE_MAX))
-    rows, cols = fit_tile(*limits, 9 * 4, ctx.sram_budget, f"{loc_of(op)} tiles")
-    shared = rows >= shape[-2] and cols >= half and all(not any(v.strides[:-2]) for v in (cos, sin))
+    width, per_row = shape[-1], 3 * shape[-1] * 4  # x, cos and sin rows in f32
+    rows = fit_rows(per_row, 0, ctx.sram_budget, min(shape[-2], ROPE_ROWS), f"{loc_of(op)} tiles")
+    shared = rows >= shape[-2] and all(not any(v.strides[:-2]) for v in (cos, sin))
     heads = prod(shape[:-2])
     group = 1
     if shared and len(shape) == 3:
-        fits = [g for g in range(1, ROPE_HEADS + 1) if heads % g == 0 and 9 * 4 * g * rows * cols <= ctx.sram_budget]
+        fits = [g for g in range(1, ROPE_HEADS + 1) if heads % g == 0 and g * rows * per_row <= ctx.sram_budget]
         group = max(fits, default=1)
     kb = ctx.kernel(loc_of(op))
-    x_lo, x_hi, c_lo, c_hi, s_lo, s_hi, lo, hi, tmp = (kb.sram((group * rows, cols), f32) for _ in range(9))
-    tables = list(zip(halves[1:3], ((c_lo, c_hi), (s_lo, s_hi)), strict=True))
+    work, tables = kb.sram((group * rows, width), f32), kb.sram((2 * group * rows, width), f32)
+
+    def head(starts: list[Pos], g: int) -> list[Pos]:
+        return [starts[0] + Pos(g), *starts[1:]] if group > 1 else starts
+
+    def load_tables(starts: list[Pos], nr: int) -> None:
+        """cos for the group's rows, then sin (tile.rope's table layout)."""
+        for g in range(group):
+            kb.load(cos, head(starts, g), nr, width, tables, g * nr * width)
+            kb.load(sin, head(starts, g), nr, width, tables, (group + g) * nr * width)
+
     if shared:
-        for (view_lo, view_hi), (tile_lo, tile_hi) in tables:
-            for g in range(group):
-                kb.load(view_lo, [Pos()] * len(shape), shape[-2], half, tile_lo, g * rows * cols)
-                kb.load(view_hi, [Pos()] * len(shape), shape[-2], half, tile_hi, g * rows * cols)
+        load_tables([Pos()] * len(shape), rows)
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         """The tile at `starts` and the group - 1 heads after it."""
         for g in range(group):
-            at = [starts[0] + Pos(g), *starts[1:]] if group > 1 else starts
-            for (view_lo, view_hi), (tile_lo, tile_hi) in [(halves[0], (x_lo, x_hi)), *([] if shared else tables)]:
-                kb.load(view_lo, at, nr, nc, tile_lo, g * nr * nc)
-                kb.load(view_hi, at, nr, nc, tile_hi, g * nr * nc)
-        for fn, a, b, dst in (
-            ("mul", x_lo, c_lo, lo), ("mul", x_hi, s_lo, tmp), ("sub", lo, tmp, lo),
-            ("mul", x_hi, c_hi, hi), ("mul", x_lo, s_hi, tmp), ("add", hi, tmp, hi),
-        ):  # fmt: skip
-            kb.add(tile.BinaryOp(fn, a, b, dst, group * nr, nc))
+            kb.load(x, head(starts, g), nr, nc, work, g * nr * nc)
+        if not shared:
+            load_tables(starts, nr)
+        kb.add(tile.RopeOp(work, tables, work, group * nr, nc, width, width))
         for g in range(group):
-            at = [starts[0] + Pos(g), *starts[1:]] if group > 1 else starts
-            kb.store(lo, halves[3][0], at, nr, nc, g * nr * nc)
-            kb.store(hi, halves[3][1], at, nr, nc, g * nr * nc)
+            kb.store(work, dest, head(starts, g), nr, nc, g * nr * nc)
 
     if group > 1:
-        kb.tiled_range(heads, group, lambda h0, _n: body([h0, Pos(), Pos()], shape[-2], half))
+        kb.tiled_range(heads, group, lambda h0, _n: body([h0, Pos(), Pos()], shape[-2], width))
     else:
-        kb.for_each_tile(half_shape, rows, cols, body)
+        kb.for_each_tile(shape, rows, width, body)
 
 
 ROPE_HEADS = 8
