@@ -303,6 +303,13 @@ class StepResult:
         """Bytes all chips send over their links' capacity in one step."""
         return self._mean_over_chips(lambda rep: rep.link_bytes, self.report.link_bytes_per_cycle)
 
+    def busy_summary(self) -> str:
+        """Busy time of each engine of the slowest stage in one step, busiest first (a vector- or DMA-bound
+        step shows here: the roofline counts only products, bytes and link traffic)."""
+        clock = self.target.clock_hz
+        busy = sorted(self.report.busy.items(), key=lambda item: -item[1])
+        return ", ".join(f"{name} {cycles / clock * 1e3:.3f} ms" for name, cycles in busy)
+
     def lines(self) -> list[str]:
         """A printable summary."""
         r, roof, mxu = self.report, self.roofline, self.target.mxu
@@ -328,6 +335,7 @@ class StepResult:
             f" memory {roof.memory_s * 1e3:.3f} ms ({roof.hbm_bytes / 1e9:.2f} GB),"
             f" link {roof.link_s * 1e3:.3f} ms ({roof.link_bytes / 1e9:.2f} GB)",
             f"  bound {roof.bound_s * 1e3:.3f} ms ({roof.limit}); step / bound = {self.roofline_ratio:.2f}x",
+            f"  engines busy{' (slowest stage)' if self.pp > 1 else ''}: {self.busy_summary()}",
             f"  arrays: the products in whole {mxu.rows}x{mxu.cols} folds need {roof.arrays_s * 1e3:.3f} ms"
             f" (MXU at most {roof.mxu_ceiling:.1%} on this geometry); step / that = {self.step_s / roof.arrays_s:.2f}x",
             f"  simulator {self.sim_s:.1f}s",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import ml_dtypes
@@ -140,6 +141,12 @@ def test_cli_compiles_a_config_step(tmp_path: Path, capsys: pytest.CaptureFixtur
     text = capsys.readouterr().out
     assert "one step = 16-token prefill + 7 decode tokens (23 tokens)" in text
     assert "tokens/s" in text and "step / bound =" in text
+    busy = re.search(r"engines busy: (.*)", text)
+    assert busy, text
+    times = dict(re.findall(r"(\w+) ([0-9.]+) ms", busy.group(1)))
+    assert {"MXU", "VPU", "DMA_LOAD", "DMA_STORE"} <= set(times), busy.group(1)
+    assert all(float(ms) > 0 for ms in (times["MXU"], times["VPU"], times["DMA_LOAD"]))
+    assert list(map(float, times.values())) == sorted(map(float, times.values()), reverse=True)
     assert out.exists()
     assert main(["run", str(out)]) == 1
     assert "compiled without weights (timing only): simulate it with --timing-only" in capsys.readouterr().err
