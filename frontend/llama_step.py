@@ -41,6 +41,10 @@ from tasic.frontend.tfm_emitter import TfmEmitter, tensor_type
 from tasic.ir import tfm
 from tasic.ir.weights import WeightStore
 
+LLAMA_SHAPED = ("llama", "mistral", "qwen2")
+"""model_type values whose decoder is the Llama step's (RMSNorm, RoPE, GQA attention, SwiGLU), up to
+the features `unmodelled_features` lists."""
+
 _REQUIRED = (
     "hidden_size",
     "num_hidden_layers",
@@ -48,6 +52,28 @@ _REQUIRED = (
     "intermediate_size",
     "vocab_size",
 )
+
+
+def unmodelled_features(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """Features of a Hugging Face config that the Llama step leaves out (its timing is then the Llama
+    decoder's of the same sizes), e.g. ("q/k/v biases", "sliding-window attention (4096 tokens)")."""
+    found = []
+    model_type = config.get("model_type")
+    if model_type is not None and model_type not in LLAMA_SHAPED:
+        found.append(f"the rest of model_type '{model_type}'")
+    act = config.get("hidden_act") or config.get("hidden_activation") or "silu"
+    if act != "silu":
+        found.append(f"hidden_act '{act}' (timed as SwiGLU)")
+    if config.get("attention_bias") or model_type == "qwen2":
+        found.append("q/k/v biases")
+    if config.get("mlp_bias"):
+        found.append("MLP biases")
+    window = config.get("sliding_window")
+    if window and config.get("use_sliding_window", True) and window < config.get("max_position_embeddings", 8192):
+        found.append(f"sliding-window attention ({window} tokens)")
+    if config.get("attn_logit_softcapping") or config.get("final_logit_softcapping"):
+        found.append("logit soft-capping")
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,8 @@ class LlamaConfig:
     rms_eps: float
     rope_theta: float
     max_context: int
+    unmodelled: tuple[str, ...] = ()
+    """What the config describes that the Llama step does not model (`unmodelled_features`)."""
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any], name: str = "model") -> LlamaConfig:
@@ -87,6 +115,7 @@ class LlamaConfig:
                 rms_eps=float(config.get("rms_norm_eps", 1e-5)),
                 rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
                 max_context=int(config.get("max_position_embeddings", 8192)),
+                unmodelled=unmodelled_features(config),
             )
         except (TypeError, ValueError) as err:
             raise FrontendError(f"config '{name}': {err}") from None

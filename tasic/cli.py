@@ -93,6 +93,8 @@ def _compile_step(args: argparse.Namespace, target: Target) -> None:
     if not args.timing_only:
         raise UsageError("--config has no weights: add --timing-only (the binary can only be timed)")
     config = load_config(args.config)
+    if config.unmodelled:
+        _progress(f"note: {config.name} is timed as a Llama-style decoder without {', '.join(config.unmodelled)}")
     step = BatchStep.seed(args.prefill, args.decode, args.output_tokens, args.decode_groups)
     start = time.perf_counter()
     _progress(

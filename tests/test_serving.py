@@ -169,6 +169,28 @@ def test_cli_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "--kv-dtype sets the KV cache of a --config serving step" in capsys.readouterr().err
 
 
+def test_config_features_the_step_leaves_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config of another Llama-shaped family is timed as the Llama step of its sizes, and says what
+    that leaves out; a plain Llama config has nothing to say."""
+    assert LlamaConfig.from_dict(TINY_CONFIG).unmodelled == ()
+    assert LlamaConfig.from_dict({**TINY_CONFIG, "model_type": "llama", "hidden_act": "silu"}).unmodelled == ()
+    qwen = {**TINY_CONFIG, "model_type": "qwen2", "sliding_window": 32, "use_sliding_window": False}
+    assert LlamaConfig.from_dict(qwen).unmodelled == ("q/k/v biases",)
+    mistral = {**TINY_CONFIG, "model_type": "mistral", "sliding_window": 16}
+    assert LlamaConfig.from_dict(mistral).unmodelled == ("sliding-window attention (16 tokens)",)
+    gemma = {**TINY_CONFIG, "model_type": "gemma2", "hidden_activation": "gelu_pytorch_tanh"}
+    assert LlamaConfig.from_dict({**gemma, "attn_logit_softcapping": 50.0}).unmodelled == (
+        "the rest of model_type 'gemma2'",
+        "hidden_act 'gelu_pytorch_tanh' (timed as SwiGLU)",
+        "logit soft-capping",
+    )
+    path = tmp_path / "qwen.json"
+    path.write_text(json.dumps(qwen))
+    args = ["compile", "--config", str(path), "--timing-only", "--prefill", "8", "--decode", "3"]
+    assert main([*args, "--output-tokens", "8", "--decode-groups", "1", "-o", str(tmp_path / "q.tbin")]) == 0
+    assert "note: qwen is timed as a Llama-style decoder without q/k/v biases" in capsys.readouterr().err
+
+
 def test_fp8_kv_cache_rounds_only_what_it_stores(tiny_llama) -> None:
     """kv_dtype=f8e4m3 stores the caches in FP8: from the same (FP8-representable) starting caches,
     layer 0's new keys and values are the f32 step's rounded to FP8, and the logits stay close."""
