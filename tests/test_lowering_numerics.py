@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from xdsl.parser import Parser
@@ -118,6 +119,47 @@ def test_linear_residual_and_rms_norm_in_one_kernel() -> None:
     np.testing.assert_allclose(
         outputs["n"], s / np.sqrt((s * s).mean(-1, keepdims=True) + 1e-5) * w["g"], atol=1e-5, rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_one_output_tile_and_its_rms_norm_in_place(dtype: str) -> None:
+    """A linear with one output tile (down_proj on a big chip) whose residual sum an rms_norm reads: the
+    norm runs in the same kernel on the accumulator once the sum is stored, overwriting it; both outputs
+    are right (bf16: the residual is loaded as bf16 and read widened; both round once, at their store)."""
+    ir = """
+    func.func @main(%x: tensor<12x48xf32>, %r: tensor<12x16xf32>) -> (tensor<12x16xf32>, tensor<12x16xf32>) attributes {tfm.input_names = ["x", "r"], tfm.output_names = ["s", "n"]} {
+      %w = tfm.weight {name = "w"} : tensor<16x48xf32>
+      %g = tfm.weight {name = "g"} : tensor<16xf32>
+      %h = tfm.linear %x, %w : (tensor<12x48xf32>, tensor<16x48xf32>) -> tensor<12x16xf32>
+      %s = tfm.binary %h, %r {fn = "add"} : (tensor<12x16xf32>, tensor<12x16xf32>) -> tensor<12x16xf32>
+      %n = tfm.rms_norm %s, %g {eps = 1.0e-05 : f64} : (tensor<12x16xf32>, tensor<16xf32>) -> tensor<12x16xf32>
+      func.return %s, %n : tensor<12x16xf32>, tensor<12x16xf32>
+    }"""
+    rounded = (lambda a: a.astype(ml_dtypes.bfloat16).astype(np.float32)) if dtype == "bf16" else (lambda a: a)
+    x, r = (
+        rounded(RNG.standard_normal((12, 48)).astype(np.float32)),
+        rounded(RNG.standard_normal((12, 16)).astype(np.float32)),
+    )
+    w = {
+        "w": rounded(RNG.standard_normal((16, 48)).astype(np.float32)),
+        "g": rounded(RNG.standard_normal(16).astype(np.float32)),
+    }
+    module = Parser(tasic_context(), ir).parse_module()
+    from tasic.passes.tile import TilePass
+
+    TilePass("tiny", dtype).apply(tasic_context(), module)
+    kernels = [op.loc.data for op in module.walk() if isinstance(op, tile.KernelOp)]
+    assert len(kernels) == 1, kernels  # no kernel of the norm's own
+    accumulators = [
+        op for op in module.walk() if isinstance(op, tile.SramBufferOp) and op.result.type.get_shape() == (12, 16)
+    ]
+    assert len(accumulators) == 2, accumulators  # the accumulator and the residual's tile, no normed copy
+    outputs = run(ir, {"x": x, "r": r}, w, "tiny", dtype)
+    s = x @ w["w"].T + r
+    n = s / np.sqrt((s * s).mean(-1, keepdims=True) + 1e-5) * w["g"]
+    tolerance = 1e-5 if dtype == "f32" else 2**-8  # bf16: each output rounds once, at its store
+    np.testing.assert_allclose(np.asarray(outputs["s"], np.float32), rounded(s), atol=tolerance, rtol=tolerance)
+    np.testing.assert_allclose(np.asarray(outputs["n"], np.float32), rounded(n), atol=tolerance * 4, rtol=tolerance)
 
 
 ROPE_IR = """

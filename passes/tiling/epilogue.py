@@ -199,8 +199,11 @@ def _needs_whole_tile(step: EpilogueStep) -> bool:
 
 
 def scratch_tiles(kb: KernelBuilder, steps: list[EpilogueStep], rows: int, cols: int) -> Scratch:
-    """f32 tiles for binary steps' other operands: a whole tile and a single row, as the steps need."""
-    whole = kb.sram((rows, cols), f32) if scratch_tiles_needed(steps) else None
+    """Tiles for binary steps' other operands, as the steps need: a whole tile, in the operands' HBM
+    type when they share one (a bf16 residual takes half the SRAM of f32; the vector engine reads
+    it widened, exactly), and a single f32 row."""
+    types = {s.other.buffer.type.element_type for s in steps if _needs_whole_tile(s)}  # type: ignore[union-attr]
+    whole = kb.sram((rows, cols), types.pop() if len(types) == 1 else f32) if types else None
     row = any(s.other is not None and not _needs_whole_tile(s) for s in steps)
     return Scratch(whole, kb.sram((1, cols), f32) if row else None)
 

@@ -237,26 +237,35 @@ def following_rms_norm(ctx: TileContext, value: SSAValue) -> tfm.RmsNormOp | Non
 
 
 def rms_norm_epilogue(
-    ctx: TileContext, kb: KernelBuilder, norm: tfm.RmsNormOp, flat_shape: tuple[int, int], rows: int
+    ctx: TileContext,
+    kb: KernelBuilder,
+    norm: tfm.RmsNormOp,
+    flat_shape: tuple[int, int],
+    rows: int,
+    in_place: bool = False,
 ) -> Callable[[SSAValue, list[Pos], int, int], None]:
-    """Declare the tiles of `norm` computed from whole-row tiles of its input; return the emitter."""
+    """Declare the tiles of `norm` computed from whole-row tiles of its input; return the emitter. With
+    `in_place` the norm overwrites the input tile once it is stored (a kernel's only output tile: no
+    second tile of its size, and nothing reads it after)."""
     ctx.fused.add(norm)
     steps, final = collect(ctx, norm.result, flat_shape)
     steps, factor = prescale(steps)
     dest = ctx.result_view(final).reshape(flat_shape)
     assert dest is not None, "a fresh result buffer is dense"
     width = flat_shape[1]
-    normed, stat, gamma = kb.sram((rows, width), f32), kb.sram((rows, 1), f32), kb.sram((1, width), f32)
+    normed = None if in_place else kb.sram((rows, width), f32)
+    stat, gamma = kb.sram((rows, 1), f32), kb.sram((1, width), f32)
     scratch = scratch_tiles(kb, steps, rows, width)
     kb.load(ctx.view_of(norm.weight).broadcast_to((1, width)), [Pos(), Pos()], 1, width, gamma)
     eps = norm.eps.value.data
 
     def emit(x: SSAValue, starts: list[Pos], nr: int, nc: int) -> None:
         _rsqrt_mean(kb, x, stat, eps, nr, nc, factor)
-        kb.add(tile.BinaryOp("mul", x, stat, normed, nr, nc, "row"))
-        kb.add(tile.BinaryOp("mul", normed, gamma, normed, nr, nc, "col"))
-        apply_epilogue(kb, steps, normed, scratch, starts, nr, nc)
-        kb.store(normed, dest, starts, nr, nc)
+        out = x if normed is None else normed
+        kb.add(tile.BinaryOp("mul", x, stat, out, nr, nc, "row"))
+        kb.add(tile.BinaryOp("mul", out, gamma, out, nr, nc, "col"))
+        apply_epilogue(kb, steps, out, scratch, starts, nr, nc)
+        kb.store(out, dest, starts, nr, nc)
 
     return emit
 

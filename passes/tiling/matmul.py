@@ -16,7 +16,7 @@ from xdsl.ir import Attribute, SSAValue
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import DoesNotFitError, KernelBuilder, Pos
 from tasic.passes.tiling.context import TileContext
-from tasic.passes.tiling.cost import best_matmul_tiles, matmul_tile_bytes
+from tasic.passes.tiling.cost import best_matmul_tiles, matmul_tile_bytes, tile_set_bytes
 from tasic.passes.tiling.dtypes import dtype_name, element_bytes
 from tasic.passes.tiling.epilogue import (
     EpilogueStep,
@@ -122,6 +122,13 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     rope = rope if full_width is not None else None  # every tile must hold the rotated columns
     tm, tn, tk = chunked or full_width or _matmul_tiles(ctx, m, n, k, loc, mxu, output_tiles)
     norm = following_rms_norm(ctx, final) if chunked and tn == n else None
+    # one output tile (down_proj, then the next layer's input norm): the norm runs on it once it is
+    # stored, in place, when its row statistics and weight row still fit
+    tile_set = tile_set_bytes(m, n, k, (tm, tn, tk), element_bytes(mxu), output_tiles)
+    in_place = norm is None and rope is None and not reduces(steps) and not batch and (tm, tn) == (m, n)
+    in_place = in_place and tile_set + (m + n) * 4 <= ctx.sram_budget
+    if in_place:
+        norm = following_rms_norm(ctx, final)
     kb = ctx.kernel(loc)
     lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
     acc = kb.sram((tm, tn), f32)
@@ -129,7 +136,7 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     link = kb.sram((tm, tn), ctx.storage_type(result.type)) if reduces(steps) else None
     bias_tile = kb.sram((1, tn), f32) if bias is not None else None
     bias_view = bias.broadcast_to((1, n)) if bias is not None else None
-    emit_norm = rms_norm_epilogue(ctx, kb, norm, (m, n), tm) if norm is not None else None
+    emit_norm = rms_norm_epilogue(ctx, kb, norm, (m, n), tm, in_place) if norm is not None else None
     emit_rope = rope.emitter(ctx, kb, out_full, tm) if rope is not None else None
 
     # one column tile and one K step of a shared rhs (a weight): every row tile multiplies the same rhs tile

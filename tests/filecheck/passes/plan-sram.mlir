@@ -62,8 +62,8 @@ func.func @main() {
 // Two 200 KiB kernels do not fit side by side: the second cannot avoid the first and starts at 0.
 // CHECK: tile.kernel "big2" {
 // CHECK-NEXT: tile.sram {offset = 0 : i64} : memref<200x256xf32, "sram">
-// Kernel "prefetch" (196 KiB) cannot avoid "big2" (bytes 0 to 204800); its weight tile goes after both 200 KiB
-// kernels (the end of "big"), the rest at 0.
+// Kernel "prefetch" (196 KiB) cannot avoid "big2" (bytes 0 to 204800); its weight tile goes to the highest
+// place clear of it (the top of SRAM), the rest at 0.
 // CHECK: tile.kernel "prefetch" {
 // CHECK-NEXT: tile.sram {offset = 0 : i64} : memref<180x256xf32, "sram">
-// CHECK-NEXT: tile.sram {offset = 205376 : i64} : memref<16x256xf32, "sram">
+// CHECK-NEXT: tile.sram {offset = 245760 : i64} : memref<16x256xf32, "sram">
