@@ -303,6 +303,38 @@ def test_flash_attention(target: str, causal: bool, sq: int, sk: int, small_sram
     np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
 
 
+def test_pipelined_flash_attention_equals_the_rolled_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The software-pipelined flash kernel starts each query tile's statistics with its first block's
+    softmax (no fills, no rescale by e^-inf, P V overwriting O); the rolled kernel (used past
+    GROUP_MAX_ITEMS / FLASH_MAX_ITEMS blocks) fills them and rescales: the results are the same bit for
+    bit."""
+    from tasic.passes.tiling import attention
+
+    q_type, kv_type = "tensor<1x4x100x8xf32>", "tensor<1x2x130x8xf32>"
+    ir = f"""
+    func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
+      %o = tfm.attention %q, %k, %v {{causal = true, scale = 0.35355339 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
+      func.return %o : {q_type}
+    }}"""
+    inputs = {
+        name: RNG.standard_normal(shape).astype(np.float32)
+        for name, shape in [("q", (1, 4, 100, 8)), ("k", (1, 2, 130, 8)), ("v", (1, 2, 130, 8))]
+    }
+
+    def kernels_and_output() -> tuple[list[str], np.ndarray]:
+        module = Parser(tasic_context(), ir).parse_module()
+        binary = compile_module(module, {}, load_target("tiny"), "f32")
+        mnemonics = [instr.opcode for instr in binary.code]
+        return mnemonics, simulate(binary, load_target("tiny"), inputs).outputs["o"]
+
+    pipelined_code, pipelined = kernels_and_output()
+    monkeypatch.setattr(attention, "GROUP_MAX_ITEMS", 0)  # no pipelined kernel for the op ...
+    monkeypatch.setattr(attention, "FLASH_MAX_ITEMS", 0)  # ... nor for its query tiles: rolled loops
+    rolled_code, rolled = kernels_and_output()
+    assert pipelined_code != rolled_code  # two different kernels
+    np.testing.assert_array_equal(pipelined, rolled)
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_batched_decode_attention(target: str, small_sram_target: Path) -> None:
     """One query per sequence, many sequences per matrix instruction (GQA heads stacked as rows)."""

@@ -426,10 +426,13 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
         if isinstance(item, FlashItem):
             assert isinstance(tiles, tuple)
             unit, block = tiles
-            if product:
-                kern.add(tile.MatmulOp(block.probs, block.vt, unit.acc, item.plan.rows, item.plan.dv, item.nk, True))
+            if product:  # a query tile's first block starts its output afresh
+                accumulate = not item.first
+                kern.add(
+                    tile.MatmulOp(block.probs, block.vt, unit.acc, item.plan.rows, item.plan.dv, item.nk, accumulate)
+                )
             else:
-                online_softmax_vector(kern, unit, block, item.plan.rows, item.plan.dv, item.nk)
+                online_softmax_vector(kern, unit, block, item.plan.rows, item.plan.dv, item.nk, item.first)
         else:
             assert isinstance(tiles, _DecodeTiles)
             (_decode_product if product else _decode_softmax)(kern, item, tiles)
@@ -509,9 +512,8 @@ def _flash_scores(kern: KernelBuilder, item: FlashItem, tiles: tuple[UnitTiles, 
     phase: the vector engine then finds the scores of the next item ready sooner)."""
     unit, block = tiles
     b, hk = Pos(item.b), Pos(item.hk)
-    if item.first:
+    if item.first:  # its statistics start with its first block's softmax (online_softmax_vector)
         load_queries(kern, item.plan, unit, b, hk, item.q0, item.nq)
-        reset_statistics(kern, item.plan, unit)
     block_scores(kern, item.plan, unit, block, (b, hk, Pos(item.k0)), item.nk)
     mask_scores(kern, item.plan, block, item.nk, item.diagonal)
 
@@ -522,11 +524,20 @@ def online_softmax(kern: KernelBuilder, unit: UnitTiles, block: BlockTiles, rows
     kern.add(tile.MatmulOp(block.probs, block.vt, unit.acc, rows, dv, nk, accumulate=True))
 
 
-def online_softmax_vector(kern: KernelBuilder, unit: UnitTiles, block: BlockTiles, rows: int, dv: int, nk: int) -> None:
-    """The vector engine's part of `online_softmax`: everything but O += P V."""
+def online_softmax_vector(
+    kern: KernelBuilder, unit: UnitTiles, block: BlockTiles, rows: int, dv: int, nk: int, first: bool = False
+) -> None:
+    """The vector engine's part of `online_softmax`: everything but O += P V. A query tile's `first`
+    block sets the statistics instead (m = rowmax S, l = rowsum P; its P V then overwrites O), so
+    nothing fills them and nothing rescales by e^(-inf) = 0: bit for bit the same, two passes over O
+    fewer."""
     scores, probs, m, m_new, denom, stat, acc = (
         block.scores, block.probs, unit.m, unit.m_new, unit.denom, unit.stat, unit.acc,
     )  # fmt: skip
+    if first:
+        kern.add(tile.ReduceOp("max", scores, m, rows, nk))
+        kern.add(tile.ExpSumOp(scores, m, probs, denom, rows, nk))
+        return
     kern.add(tile.ReduceOp("max", scores, stat, rows, nk))
     kern.add(tile.BinaryOp("max", m, stat, m_new, rows, 1))
     kern.add(tile.ExpSumOp(scores, m_new, probs, stat, rows, nk))  # P in the MXU dtype; its row sums as rounded
