@@ -209,7 +209,7 @@ def scratch_tiles(kb: KernelBuilder, steps: list[EpilogueStep], rows: int, cols:
 
 
 def scratch_tiles_needed(steps: list[EpilogueStep]) -> int:
-    """How many whole f32 result tiles `scratch_tiles` declares (0 or 1), for SRAM budgets."""
+    """How many whole result tiles `scratch_tiles` declares (0 or 1), for SRAM budgets (counted as f32)."""
     return int(any(_needs_whole_tile(s) for s in steps))
 
 
