@@ -136,7 +136,7 @@ def _first_line(err: BaseException) -> str:
 
 def _hint(name: str) -> str | None:
     """An SSA name hint from an ONNX name (None when it is not a valid identifier)."""
-    cleaned = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
+    cleaned = "".join(c if (c.isascii() and c.isalnum()) or c in "_." else "_" for c in name)
     return cleaned if cleaned and not cleaned[0].isdigit() else None
 
 

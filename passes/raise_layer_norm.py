@@ -99,7 +99,7 @@ class LayerNormFromPrimitives(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, add: tfm.BinaryOp, rewriter: PatternRewriter) -> None:
-        if fn_of(add) != "add":
+        if fn_of(add) != "add" or not tfm.shape_of(add.result):  # a scalar has no rows to normalise
             return
         width = tfm.shape_of(add.result)[-1]
         for scaled, beta in operand_orders(add):

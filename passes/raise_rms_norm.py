@@ -64,7 +64,7 @@ class RmsNormFromPrimitives(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, scale: tfm.BinaryOp, rewriter: PatternRewriter) -> None:
-        if fn_of(scale) != "mul":
+        if fn_of(scale) != "mul" or not tfm.shape_of(scale.result):  # a scalar has no rows to normalise
             return
         width = tfm.shape_of(scale.result)[-1]
         for normalized, gamma in operand_orders(scale):

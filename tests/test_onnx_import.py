@@ -91,6 +91,20 @@ def test_mlp_matmul_add_relu_softmax() -> None:
     _check(model, {"x": _array(4, 16)}, x=(4, 16))
 
 
+def test_scalar_tensors_and_names_that_are_not_identifiers() -> None:
+    """Rank-0 inputs and results (no rows for the norm patterns to look at), and value names with
+    characters an SSA name may not have (non-ASCII, spaces, a leading digit) import and run."""
+    nodes = [
+        _node("Add", ["\u00efn", "b c"], ["9s"]),
+        _node("Mul", ["9s", "\u00efn"], ["y"]),
+        _node("Mul", ["y", "y"], ["y2"]),
+        _node("ReduceSum", ["v"], ["total"], keepdims=0),
+    ]
+    inputs = [_input("\u00efn", []), _input("b c", []), _input("v", [5])]
+    model = _model(nodes, inputs, ["y2", "total"])
+    _check(model, {"\u00efn": np.array(1.5, np.float32), "b c": np.array(-0.25, np.float32), "v": _array(5)})
+
+
 def test_gemm_attributes() -> None:
     nodes = [_node("Gemm", ["x", "w", "c"], ["y"], transA=1, transB=1, alpha=0.5, beta=2.0)]
     model = _model(nodes, [_input("x", [16, 4])], ["y"], {"w": _array(8, 16), "c": _array(8)})
