@@ -112,6 +112,10 @@ class Target:
         return self.mxu.rows * self.mxu.cols * self.mxu.count * self.mxu.rate.get("bf16", 1.0)
 
 
+VPU_COST_CLASSES = ("simple", "transcendental", "reduce")
+"""Vector instruction classes every target prices (isa_sim/timing.py)."""
+
+
 def available_targets() -> list[str]:
     """Names of the shipped targets."""
     return sorted(path.stem for path in TARGETS_DIR.glob("*.toml"))
@@ -129,9 +133,58 @@ def load_target(name_or_path: str) -> Target:
     spec = name_or_path if path.parent == TARGETS_DIR else str(path.resolve())
     try:
         data = tomllib.loads(text)
-        return _build(data, text, spec)
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:
+        target = _build(data, text, spec)
+    except KeyError as err:
+        raise TargetError(f"target file {path} is invalid: it lacks {err} (see docs/targets.md)") from None
+    except (tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError) as err:
         raise TargetError(f"target file {path} is invalid: {err}") from None
+    problem = _problem(target)
+    if problem:
+        raise TargetError(f"target file {path} is invalid: {problem}")
+    return target
+
+
+def _problem(target: Target) -> str | None:
+    """The first figure of `target` that no machine can have (a zero-row array, no lanes, ...), or None."""
+    at_least_one = {
+        "chips": target.chips,
+        "mxu.rows": target.mxu.rows,
+        "mxu.cols": target.mxu.cols,
+        "mxu.count": target.mxu.count,
+        "vpu.lanes": target.vpu.lanes,
+        "sram.bytes": target.sram.bytes,
+        "hbm.bytes": target.hbm.bytes,
+        "dma.engines": target.dma_engines,
+        "issue.per_cycle": target.issue_per_cycle,
+        **{f"vpu.cost.{name}": cost for name, cost in target.vpu.cost.items()},
+    }
+    positive = {
+        "clock_hz": target.clock_hz,
+        "sram.bandwidth": target.sram.bandwidth,
+        "hbm.bandwidth": target.hbm.bandwidth,
+        "links.bandwidth": target.links.bandwidth,
+        **{f"mxu.rate.{name}": rate for name, rate in target.mxu.rate.items()},
+    }
+    not_negative = {
+        "vpu.latency": target.vpu.latency,
+        "hbm.latency": target.hbm.latency,
+        "links.latency": target.links.latency,
+    }
+    for name, value in at_least_one.items():
+        if value < 1:
+            return f"{name} must be at least 1 (it is {value})"
+    for name, number in positive.items():
+        if not number > 0 or number == float("inf"):
+            return f"{name} must be a positive number (it is {number})"
+    for name, value in not_negative.items():
+        if value < 0:
+            return f"{name} must not be negative (it is {value})"
+    missing = [name for name in VPU_COST_CLASSES if name not in target.vpu.cost]
+    if missing:
+        return f"vpu.cost lacks {', '.join(missing)}"
+    if not target.mxu.rate:
+        return "mxu.rate names no dtype"
+    return None
 
 
 def _build(data: dict, text: str, spec: str) -> Target:

@@ -39,6 +39,10 @@ MAX_OFFSET = 2**31  # an instruction's byte offset from its address register is 
 KIND_ORDER = ("weight", "kv", "input", "output", "temp")
 
 
+class LoweringError(Exception):
+    """The module is not at the tile level lower-to-isa starts from."""
+
+
 @dataclass(frozen=True)
 class LowerToIsaPass(ModulePass):
     """Replace tile functions by isa.symbol directives and one instruction stream per function.
@@ -54,6 +58,13 @@ class LowerToIsaPass(ModulePass):
         functions = [f for f in op.body.block.ops if isinstance(f, func.FuncOp)]
         if not functions:
             return
+        for function in functions:
+            for top in function.body.block.ops:
+                if not isinstance(top, tile.KernelOp | tile.HbmBufferOp | func.ReturnOp):
+                    raise LoweringError(
+                        f"lower-to-isa needs tile-level IR, but @{function.sym_name.data} has '{top.name}'"
+                        " (run tile, plan-sram and insert-sync before it)"
+                    )
         entries = not (len(functions) == 1 and functions[0].sym_name.data == "main")
         addresses, symbols = _place_buffers(functions, entries)
         lowered: list[Operation] = list(symbols)
@@ -187,7 +198,7 @@ class KernelLowering:
             access = next((a for a in candidates if abs(base - a.base) < MAX_OFFSET), None)
             if access is None:
                 if register >= NUM_REGS:
-                    raise ValueError(f"kernel '{self.loc}' needs more than {NUM_REGS - 1} address registers")
+                    raise LoweringError(f"kernel '{self.loc}' needs more than {NUM_REGS - 1} address registers")
                 access = Access(register, base, loops, scaled)
                 register += 1
                 self.registers.append(access)
@@ -310,7 +321,7 @@ class KernelLowering:
                 period=op.period.value.data if op.period is not None else 0,
             )  # fmt: skip
         else:
-            raise NotImplementedError(f"lower-to-isa cannot lower {op.name}")
+            raise LoweringError(f"lower-to-isa cannot lower {op.name}")
 
 
 def _addressed(op: Operation) -> dict[str, tuple[SSAValue | None, int, list[int], int]]:
@@ -365,7 +376,7 @@ def _sram(value: SSAValue, element_offset: int = 0) -> int:
     assert isinstance(owner, tile.SramBufferOp)
     base = owner.int_prop("offset")
     if base < 0:
-        raise ValueError("lower-to-isa needs placed SRAM tiles: run plan-sram first")
+        raise LoweringError("lower-to-isa needs placed SRAM tiles: run plan-sram first")
     return base + element_offset * element_bytes(value.type.element_type)
 
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -35,6 +35,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
     from tasic.compiler import compile_module, default_pipeline
 
     target = load_target(args.target)
+    if args.tp < 1 or args.pp < 1:
+        raise UsageError(f"--tp {args.tp} --pp {args.pp}: both count chips (tensor parallel, stages), at least 1")
     args.dtype = args.dtype or ("bf16" if args.config is not None else "f32")  # a serving step runs in bf16
     if args.kv_dtype is not None and args.config is None:
         raise UsageError("--kv-dtype sets the KV cache of a --config serving step; a MODEL's cache follows --dtype")
@@ -64,7 +66,14 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     _progress(f"[1/3] importing {args.model} (batch {args.batch}, sequence {args.seq_len})")
-    graph = import_model(args.model, batch=args.batch, seq_len=args.seq_len, input_shapes=_input_shapes(args))
+    shapes = _input_shapes(args)
+    graph = import_model(args.model, batch=args.batch, seq_len=args.seq_len, input_shapes=shapes)
+    unknown = [name for name in shapes if name not in graph.input_names]
+    if unknown:
+        raise UsageError(
+            f"--input-shape names {', '.join(unknown)}, not an input of {args.model}"
+            f" (its inputs: {', '.join(graph.input_names) or 'none'})"
+        )
     _progress(f"      {time.perf_counter() - start:.2f}s, {sum(1 for _ in graph.module.walk())} ops")
     _progress(f"[2/3] compiling for {target.name} in {args.dtype}")
     metadata = {"model": str(args.model), "inputs": graph.input_names, "outputs": graph.output_names}
@@ -132,9 +141,11 @@ def _compile_step(args: argparse.Namespace, target: Target) -> None:
 
 def _input_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
     """--input-shape name=1x128 options as a dict."""
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for spec in args.input_shape or []:
         name, _, dims = spec.rpartition("=")
+        if name in shapes:
+            raise UsageError(f"--input-shape gives '{name}' more than once")
         try:
             shapes[name] = tuple(int(d) for d in dims.split("x"))
         except ValueError:
@@ -171,6 +182,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from tasic.frontend.hf import load_tokenizer
     from tasic.llm import LlmSession, compile_llm, generate, report_lines
 
+    if args.temperature < 0 or args.top_k < 0:
+        raise UsageError("--temperature and --top-k must not be negative (0: greedy, and no top-k cut)")
     if args.model.endswith(".tbin"):
         binary = read_tbin(args.model)
         target = load_target(args.target or binary.target_name)
@@ -232,10 +245,19 @@ def _load_inputs(path: str | None) -> dict[str, np.ndarray]:
     if not Path(path).is_file():
         raise UsageError(f"no such inputs file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        data = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise UsageError(f"cannot read inputs {path}: not a numpy .npz file ({err})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise UsageError(f"inputs {path} is one .npy array: save inputs by name, np.savez(path, NAME=array, ...)")
+    with data:
+        return {key: data[key] for key in data.files}
+
+
+def _writable(path: str | None, option: str) -> None:
+    """UsageError unless `path`'s directory exists (checked before a long simulation, not after)."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"{option} {path}: directory {Path(path).parent} does not exist")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -246,6 +268,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     binary = read_tbin(args.binary)
     target = load_target(args.target or binary.target_name)
+    _writable(args.outputs, "--outputs")
+    _writable(args.trace, "--trace")
     start = time.perf_counter()
     machine = Machine(binary, target, timing_only=args.timing_only)
     inputs = _load_inputs(args.inputs) if args.inputs else None
@@ -253,7 +277,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - start
     if args.outputs:
         np.savez(args.outputs, **result.outputs)
-        _progress(f"wrote {args.outputs}: {', '.join(result.outputs)}")
+        written = args.outputs if args.outputs.endswith(".npz") else f"{args.outputs}.npz"  # numpy adds it
+        _progress(f"wrote {written}: {', '.join(result.outputs)}")
     elif not args.timing_only:
         for name, value in result.outputs.items():
             print(f"{name}: shape {tuple(value.shape)} dtype {value.dtype}")
@@ -285,7 +310,11 @@ def cmd_asm(args: argparse.Namespace) -> None:
     path = Path(args.source)
     if not path.is_file():
         raise UsageError(f"no such assembly file: {path}")
-    write_tbin(assemble(path.read_text()), args.output)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not assembly text (make it with tasic objdump --with-data BINARY)") from None
+    write_tbin(assemble(text), args.output)
     print(f"wrote {args.output}")
 
 
@@ -295,6 +324,14 @@ def cmd_targets(_args: argparse.Namespace) -> None:
 
     for name in available_targets():
         print(f"{name:12s} {load_target(name).description}")
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse with its usage errors as one `error:` line (exit status 2), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `error: message (see PROG --help)` and exit."""
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _quantize_options(parser: argparse.ArgumentParser) -> None:
@@ -314,8 +351,8 @@ def _quantize_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="tasic", description="Compile transformers for a transformer-only ASIC.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineErrors(prog="tasic", description="Compile transformers for a transformer-only ASIC.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrors)
 
     comp = sub.add_parser("compile", help="compile a model into a .tbin binary")
     comp.add_argument(

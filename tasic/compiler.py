@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import PassPipeline
+from xdsl.utils.exceptions import ArgSpecParseError
 
 from tasic.backend.emit import emit_binary
 from tasic.backend.target import Target
 from tasic.backend.tbin import TBinary
 from tasic.ir.dialects import tasic_context
+from tasic.ir.isa import EntryOp, IsaOp, SymbolOp
 from tasic.ir.weights import resolve_weights
 from tasic.passes.registry import PASSES
 
@@ -81,7 +83,7 @@ def run_pipeline(module: ModuleOp, spec: str, progress: Callable[[str], None] | 
     """Apply a pipeline in place, reporting each pass and its time."""
     try:
         pipeline = PassPipeline.parse_spec(PASSES, spec)
-    except Exception as err:  # xDSL raises several types for a bad spec
+    except (Exception, ArgSpecParseError) as err:  # xDSL raises several types for a bad spec (one a BaseException)
         reason = [line.strip() for line in str(err).splitlines() if line.strip()][-1]
         raise CompileError(f"bad pipeline '{spec}': {reason}; known passes: {', '.join(PASSES)}") from None
     ctx = tasic_context()
@@ -109,6 +111,7 @@ def compile_module(
     `weights` None makes a timing-only binary (no constants); `tp` > 1 splits the model over chips;
     `quantize` / `calibration` add quantize-fp8 to the default pipeline (see `default_pipeline`).
     """
+    from tasic.passes.lower_to_isa import LoweringError
     from tasic.passes.quantize_fp8 import QuantizeError
     from tasic.passes.shard_tensor_parallel import ShardingError
     from tasic.passes.tiling.builder import DoesNotFitError
@@ -126,8 +129,14 @@ def compile_module(
             run_pipeline(module, pipeline or default_pipeline(target.spec, dtype, tp, quantize, calibration), progress)
         except DoesNotFitError as err:
             raise CompileError(f"model does not fit target '{target.name}': {err}") from None
-        except (ShardingError, QuantizeError) as err:
+        except (ShardingError, QuantizeError, LoweringError) as err:
             raise CompileError(str(err)) from None
+        stray = next((op for op in module.body.block.ops if not isinstance(op, SymbolOp | EntryOp | IsaOp)), None)
+        if stray is not None:
+            raise CompileError(
+                f"the pipeline left '{stray.name}' ops, not instructions: a --pipeline must lower to the isa level"
+                " (end with lower-to-isa; see tasic compile --print-pipeline)"
+            )
         info = {"dtype": dtype, **({"quantize": quantize} if quantize and not pipeline else {}), **(metadata or {})}
         binary = emit_binary(module, resolve_weights(weights), target, info)
     _check_hbm(binary, target)

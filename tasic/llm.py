@@ -176,6 +176,13 @@ def generate(
         raise FrontendError(
             f"prompt has {longest} tokens but the binary takes at most {config['prompt_len']} "
             f"(compiled max context {config['context']}): recompile with a larger --seq-len"
+            " (tasic generate MODEL: --prompt-len)"
+        )
+    most = config["context"] - config["prompt_len"] + 1  # the prefill's token, then one per free cache slot
+    if not 1 <= max_new_tokens <= most:
+        raise FrontendError(
+            f"cannot generate {max_new_tokens} tokens: {config['prompt_len']} prompt slots in a context of"
+            f" {config['context']} leave room for 1 to {most}; ask for fewer or recompile with a larger --context"
         )
     rows = list(prompts) + [prompts[0]] * (config["batch"] - len(prompts))
     inputs = prefill_inputs(rows, config["prompt_len"], config["context"])
@@ -183,8 +190,7 @@ def generate(
     positions = mask.sum(1, keepdims=True)
     tokens = sample(session.prefill(inputs)[:, -1], temperature, top_k, rng)
     generated: list[list[int]] = [[int(t)] for t in tokens[: len(prompts)]]
-    budget = min(max_new_tokens, config["context"] - config["prompt_len"] + 1)
-    for slot in range(config["prompt_len"], config["prompt_len"] + budget - 1):
+    for slot in range(config["prompt_len"], config["prompt_len"] + max_new_tokens - 1):
         if on_token:
             for row in range(len(prompts)):
                 on_token(row, generated[row])

@@ -138,6 +138,67 @@ def test_unknown_target(models: Path, tmp_path: Path) -> None:
     assert "tpu9000" in line and "tiny" in line
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("rows = 16", "rows = 0", "mxu.rows must be at least 1 (it is 0)"),  # used to hang the tile pass
+        ("lanes = 16", "lanes = -4", "vpu.lanes must be at least 1 (it is -4)"),
+        ("[mxu]", "[mxu_engine]", "it lacks 'mxu'"),
+        ("transcendental = ", "exotic = ", "vpu.cost lacks transcendental"),
+    ],
+)
+def test_impossible_target_file(models: Path, tmp_path: Path, old: str, new: str, message: str) -> None:
+    """A target file with a figure no machine can have is refused before anything uses it."""
+    toml = (TARGETS_DIR / "tiny.toml").read_text()
+    assert old in toml
+    target = tmp_path / "odd.toml"
+    target.write_text(toml.replace(old, new, 1))
+    line = fails_cleanly("compile", f"{models}:mlp", "-o", str(tmp_path / "x.tbin"), "--target", str(target))
+    assert line.startswith(f"error: target file {target} is invalid: {message}")
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "message"),
+    [
+        ("tile{target=tiny", "bad pipeline 'tile{target=tiny': Malformed pass arguments"),
+        ("raise-linear", "the pipeline left 'func.func' ops, not instructions"),
+        ("lower-to-isa,tile{target=tiny}", "lower-to-isa needs tile-level IR, but @main has 'tfm.weight'"),
+        ("tile{target=tiny},lower-to-isa", "lower-to-isa needs placed SRAM tiles: run plan-sram first"),
+    ],
+)
+def test_pipeline_that_does_not_reach_instructions(models: Path, tmp_path: Path, pipeline: str, message: str) -> None:
+    """A --pipeline that is malformed, stops early or runs passes out of order is refused, not encoded."""
+    out = tmp_path / "x.tbin"
+    line = fails_cleanly("compile", f"{models}:mlp", "-o", str(out), "--pipeline", pipeline)
+    assert line.startswith(f"error: {message}"), line
+    assert not out.exists()
+
+
+def test_bad_option_values(models: Path, tmp_path: Path) -> None:
+    """Option values no run can use are one line each, argparse's own complaints included."""
+    out = str(tmp_path / "x.tbin")
+    assert "--tp 0 --pp 1: both count chips" in fails_cleanly("compile", f"{models}:mlp", "-o", out, "--tp", "0")
+    line = fails_cleanly("compile", f"{models}:mlp", "-o", out, "--quantize", "fp9")
+    assert line.startswith("error: argument --quantize: invalid choice: 'fp9'") and "tasic compile --help" in line
+    assert "invalid choice: 'frob'" in fails_cleanly("frob")
+    line = fails_cleanly("generate", "x.tbin", "--prompt", "hi", "--temperature", "-1")
+    assert line == "error: --temperature and --top-k must not be negative (0: greedy, and no top-k cut)"
+
+
+def test_run_and_asm_files(binary: Path, tmp_path: Path) -> None:
+    """Inputs saved as one .npy array, an output directory that does not exist (refused before the
+    simulation, not after), and a binary given to asm."""
+    single = tmp_path / "x.npy"
+    np.save(single, np.zeros((4, 16), np.float32))
+    assert "is one .npy array: save inputs by name" in fails_cleanly("run", str(binary), "--inputs", str(single))
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.zeros((4, 16), np.float32))
+    for option in ("--outputs", "--trace"):
+        line = fails_cleanly("run", str(binary), "--inputs", str(inputs), option, str(tmp_path / "no" / "o.npz"))
+        assert line == f"error: {option} {tmp_path / 'no' / 'o.npz'}: directory {tmp_path / 'no'} does not exist"
+    assert "is not assembly text" in fails_cleanly("asm", str(binary), "-o", str(tmp_path / "y.tbin"))
+
+
 def test_missing_model_path(tmp_path: Path) -> None:
     """A model path that does not exist."""
     assert "does not exist" in fails_cleanly("compile", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.tbin"))
@@ -177,6 +238,11 @@ def test_onnx_dynamic_dimension_needs_input_shape(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     line = fails_cleanly("compile", str(path), "-o", str(tmp_path / "t.tbin"))
     assert "input-shape" in line and "'x'" in line
+    shapes = ["--input-shape", "x=3x8", "--input-shape", "input_ids=3x8"]
+    line = fails_cleanly("compile", str(path), "-o", str(tmp_path / "t.tbin"), *shapes)
+    assert line == f"error: --input-shape names input_ids, not an input of {path} (its inputs: x)"
+    twice = ["--input-shape", "x=3x8", "--input-shape", "x=2x8"]
+    assert "gives 'x' more than once" in fails_cleanly("compile", str(path), "-o", str(tmp_path / "t.tbin"), *twice)
     out = tmp_path / "t.tbin"
     result = subprocess.run(
         [TASIC, "compile", str(path), "-o", str(out), "--input-shape", "x=3x8"], capture_output=True, text=True

@@ -65,6 +65,10 @@ def test_too_long_prompt_and_too_large_batch(llama_dir: Path) -> None:
         generate(session, [[1, 2, 3, 4, 5]], 2)
     with pytest.raises(FrontendError, match="batch of 1"):
         generate(session, [[1], [2]], 2)
+    for count in (0, 62):  # 4 prompt slots in a context of 64 leave room for 1 to 61 new tokens
+        with pytest.raises(FrontendError, match=f"cannot generate {count} tokens: .* room for 1 to 61"):
+            generate(session, [[1, 2]], count)
+    assert len(generate(session, [[1, 2]], 61)[0]) == 61
 
 
 def _family_configs() -> dict[str, object]:
