@@ -5,6 +5,9 @@ tasic-opt model.mlir -p raise-linear,tile{target=tiny} --print-between-passes
 
 from __future__ import annotations
 
+import sys
+
+from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, ParseError
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from tasic.ir.dialects import tasic_dialects
@@ -26,8 +29,29 @@ class TasicOptMain(xDSLOptMain):
 
 
 def main() -> None:
-    """Console entry point."""
-    TasicOptMain(description="tasic modular optimizer: tasic dialects and passes").run()
+    """Console entry point: bad IR, files, pass names or options end in one `error:` line, exit status 1."""
+    from tasic.errors import USER_ERRORS
+    from tasic.passes.lower_to_isa import LoweringError
+    from tasic.passes.quantize_fp8 import QuantizeError
+    from tasic.passes.shard_tensor_parallel import ShardingError
+    from tasic.passes.tiling.builder import DoesNotFitError
+
+    pass_errors = (LoweringError, QuantizeError, ShardingError, DoesNotFitError)
+    try:
+        TasicOptMain(description="tasic modular optimizer: tasic dialects and passes").run()
+    except ModuleNotFoundError as err:  # xDSL's llvm target needs llvmlite
+        sys.exit(f"error: this option needs the Python module '{err.name}', which tasic does not install")
+    except (ParseError, DiagnosticException, ArgSpecParseError, OSError, ValueError, *USER_ERRORS, *pass_errors) as err:
+        sys.exit(f"error: {one_line(err)}")
+
+
+def one_line(err: BaseException) -> str:
+    """An xDSL diagnostic (location, source line, caret, message) as `location: message`; else the
+    exception's first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip() and line.strip() != "^"]
+    if isinstance(err, ParseError | ArgSpecParseError) and len(lines) > 1:
+        return f"{lines[0].rstrip(':')}: {lines[-1]}"
+    return lines[0] if lines else type(err).__name__
 
 
 if __name__ == "__main__":

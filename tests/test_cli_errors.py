@@ -45,9 +45,9 @@ def scan():
 """
 
 
-def fails_cleanly(*args: str) -> str:
-    """Run the CLI, expect failure with one error line; return that line."""
-    result = subprocess.run([TASIC, *args], capture_output=True, text=True, check=False)
+def fails_cleanly(*args: str, tool: str = TASIC) -> str:
+    """Run the CLI (or `tool`), expect failure with one error line; return that line."""
+    result = subprocess.run([tool, *args], capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -197,6 +197,22 @@ def test_run_and_asm_files(binary: Path, tmp_path: Path) -> None:
         line = fails_cleanly("run", str(binary), "--inputs", str(inputs), option, str(tmp_path / "no" / "o.npz"))
         assert line == f"error: {option} {tmp_path / 'no' / 'o.npz'}: directory {tmp_path / 'no'} does not exist"
     assert "is not assembly text" in fails_cleanly("asm", str(binary), "-o", str(tmp_path / "y.tbin"))
+
+
+def test_tasic_opt_user_errors(tmp_path: Path) -> None:
+    """tasic-opt: bad IR, a missing or non-MLIR file, unknown passes and options are one line each."""
+    opt = str(Path(sys.prefix) / "bin" / "tasic-opt")
+    garbage, empty = tmp_path / "garbage.mlir", tmp_path / "empty.mlir"
+    garbage.write_text("func.func @f() {\n  tfm.frobnicate\n}\n")
+    empty.write_text("builtin.module {}\n")
+    line = fails_cleanly(str(garbage), tool=opt)
+    assert line.startswith(f"error: {garbage}:") and line.endswith(": Operation tfm.frobnicate is not registered")
+    assert "No such file" in fails_cleanly(str(tmp_path / "none.mlir"), tool=opt)
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    assert "Unrecognized file extension 'onnx'" in fails_cleanly(str(tmp_path / "m.onnx"), tool=opt)
+    assert "bogus-pass" in fails_cleanly(str(empty), "-p", "bogus-pass", tool=opt)
+    assert "unknown target 'nosuch'" in fails_cleanly(str(empty), "-p", "tile{target=nosuch}", tool=opt)
+    assert "Malformed pass arguments" in fails_cleanly(str(empty), "-p", "tile{target=tiny", tool=opt)
 
 
 def test_missing_model_path(tmp_path: Path) -> None:
