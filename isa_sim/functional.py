@@ -192,16 +192,16 @@ def _all_reduce(chips: list[_Operands]) -> Runner:
 def bind_index_checks(program: Program, hbm: Memory, hbm_size: int) -> list[Runner | None]:
     """Timing-only runners: gather and scatter read their indices from `hbm` and check the table rows."""
     return [
-        _index_check(instr, hbm, hbm_size, program.describe(pc))
+        _index_check(instr, program, hbm, hbm_size, program.describe(pc))
         if instr.opcode in INDEXED_OPS and instr.rows * instr.cols
         else None
         for pc, instr in enumerate(program.code)
     ]
 
 
-def _index_check(i: Instr, hbm: Memory, hbm_size: int, where: str) -> Runner:
+def _index_check(i: Instr, program: Program, hbm: Memory, hbm_size: int, where: str) -> Runner:
     def run(ops: Operands) -> None:
-        _table_rows(_indices(hbm, ops[2], i), ops, i, hbm_size, where)
+        _table_rows(_indices(hbm, ops[2], i), ops, i, program, hbm_size, where)
 
     return run
 
@@ -212,7 +212,7 @@ class _Operands:
     def __init__(
         self, program: Program, pc: int, hbm: np.ndarray, sram: np.ndarray, views: dict[tuple[int, ...], np.ndarray]
     ) -> None:
-        self.instr = program.code[pc]
+        self.instr, self.program = program.code[pc], program
         self.where = program.describe(pc)
         self.hbm, self.sram, self.views = hbm, sram, views
         regs = program.steps[pc][5]
@@ -278,19 +278,28 @@ def _indices(hbm: Memory, addr: int, i: Instr) -> np.ndarray:
     return hbm[addr : addr + size].view(NP_DTYPES[i.dt_b]).astype(np.int64)
 
 
-def _table_rows(idx: np.ndarray, ops: Operands, i: Instr, hbm_size: int, where: str) -> np.ndarray:
-    """HBM byte address of each table row a gather or scatter touches; SimError for a row outside HBM."""
+def _table_rows(idx: np.ndarray, ops: Operands, i: Instr, program: Program, hbm_size: int, where: str) -> np.ndarray:
+    """HBM byte address of each table row a gather or scatter touches; SimError for a row outside the
+    table's tensor (an embedding's vocabulary, a KV cache's slots) or outside HBM."""
     gather = i.opcode == Op.DMA_GATHER
     table, dt = (ops[1], i.dt_a) if gather else (ops[0], i.dt_d)
     esize = DTYPE_BYTES[dt]
-    row_bytes = i.cols * esize
+    row_bytes, stride = i.cols * esize, i.imm * esize
+    region = program.region_of(table)
+    start, end = (region[0], region[1]) if region else (0, hbm_size)
     # in float64 first: an index times the stride may overflow int64, but then it is out of bounds anyway
-    first = table + idx.astype(np.float64) * (i.imm * esize)
-    outside = (first < 0) | (first + row_bytes > hbm_size)
+    first = table + idx.astype(np.float64) * stride
+    outside = (first < start) | (first + row_bytes > end)
     if outside.any():
-        row = int(idx[outside][0])
-        raise SimError(f"{where}: HBM {'read' if gather else 'write'} of table row {row} is out of bounds")
-    return table + idx * (i.imm * esize)
+        row, access = int(idx[outside][0]), "read" if gather else "write"
+        if region is None:
+            raise SimError(f"{where}: HBM {access} of table row {row} is out of bounds")
+        rows = (end - table - row_bytes) // stride + 1 if stride > 0 else 1
+        raise SimError(
+            f"{where}: {access} of row {row} of '{region[2]}', which has rows 0 to {rows - 1} here: an index"
+            " input (a token id, a cache position) is out of range"
+        )
+    return table + idx * stride
 
 
 def _load(o: _Operands) -> Runner:
@@ -322,7 +331,7 @@ def _gather(o: _Operands) -> Runner | None:
     row = np.arange(i.cols * dtype.itemsize)
 
     def run(ops: Operands) -> None:
-        first = _table_rows(_indices(hbm, ops[2], i), ops, i, hbm.size, where)
+        first = _table_rows(_indices(hbm, ops[2], i), ops, i, o.program, hbm.size, where)
         dst(ops[0], hbm[first[:, None] + row].view(dtype))
 
     return run
@@ -337,7 +346,7 @@ def _scatter(o: _Operands) -> Runner | None:
     row = np.arange(row_bytes)
 
     def run(ops: Operands) -> None:
-        first = _table_rows(_indices(hbm, ops[2], i), ops, i, hbm.size, where)
+        first = _table_rows(_indices(hbm, ops[2], i), ops, i, o.program, hbm.size, where)
         data = np.ascontiguousarray(convert(src(ops[1]), dt)).view(np.uint8).reshape(i.rows, row_bytes)
         starts = np.sort(first)
         if (starts[1:] - starts[:-1] >= row_bytes).all():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -91,6 +93,10 @@ Regs = tuple[int, int, int, int, int, int, int, int]
 Step = tuple[int, int, int, int, Operands | None, Regs, tuple[Check, ...]]
 
 
+Region = tuple[int, int, str]
+"""An HBM tensor of the binary: start byte, end byte, symbol name."""
+
+
 @dataclass(frozen=True)
 class Program:
     """A validated code section with per-instruction static costs."""
@@ -104,6 +110,14 @@ class Program:
     link_bytes: list[int]  # chip-to-chip bytes sent per execution
     hbm_bytes: list[int]  # HBM bytes moved per execution
     sram_written: int  # instructions can write SRAM bytes [0, sram_written) only
+    regions: tuple[Region, ...] = ()  # the binary's HBM tensors, by address
+
+    def region_of(self, address: int) -> Region | None:
+        """The HBM tensor (start, end, name) holding byte `address`, if any."""
+        index = bisect.bisect_right(self.regions, (address, float("inf"))) - 1
+        if index >= 0 and self.regions[index][0] <= address < self.regions[index][1]:
+            return self.regions[index]
+        return None
 
     def describe(self, pc: int) -> str:
         """`instruction N (mnemonic)` for error messages."""
@@ -119,8 +133,9 @@ class Program:
         )
 
 
-def decode(code: list[Instr], target: Target, hbm_size: int, sram_size: int) -> Program:
-    """Validate every instruction and pre-compute its kind, cost and bounds checks."""
+def decode(code: list[Instr], target: Target, hbm_size: int, sram_size: int, regions: Sequence[Region] = ()) -> Program:
+    """Validate every instruction and pre-compute its kind, cost and bounds checks; `regions` are the
+    HBM tensors (start, end, name) a gather or scatter must stay within."""
     steps: list[Step] = []
     labels, busy, macs, moved = [], [], [], []
     slots: list[float] = []
@@ -149,7 +164,7 @@ def decode(code: list[Instr], target: Target, hbm_size: int, sram_size: int) -> 
         moved.append(dma_bytes(instr) if step[0] == K_DMA else 0)
     if open_loops:
         raise SimError(f"instruction {open_loops[-1]} (loop): no matching endloop")
-    return Program(code, steps, labels, busy, macs, slots, sent, moved, sram_written)
+    return Program(code, steps, labels, busy, macs, slots, sent, moved, sram_written, tuple(sorted(regions)))
 
 
 def _mnemonic(instr: Instr) -> str:

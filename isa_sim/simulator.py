@@ -75,7 +75,8 @@ class Machine:
             {sym.name: sym for sym in binary.symbols_of_kind("input")},
             {sym.name: sym for sym in binary.symbols_of_kind("output")},
         )
-        self._program = decode(binary.code, target, hbm_size, target.sram.bytes)
+        regions = [(sym.address, sym.address + sym.nbytes, sym.name) for sym in binary.symbols]
+        self._program = decode(binary.code, target, hbm_size, target.sram.bytes, regions)
         self._hbms: list[Memory]
         self._srams: list[np.ndarray] = []
         if timing_only:

@@ -109,6 +109,21 @@ def test_out_of_bounds_scatter_row(timing_only: bool) -> None:
     simulate_timing(binary, TINY)  # no inputs in timing-only mode: the indices are zero
 
 
+@pytest.mark.parametrize("timing_only", [False, True])
+def test_gather_and_scatter_rows_stay_in_their_tensor(timing_only: bool) -> None:
+    """A table that is a symbol (an embedding, a KV cache) bounds its rows: an index past the table's
+    last row is refused even when the row lies in HBM (it would read or overwrite the next tensor)."""
+    table = Symbol("embed.weight", "weight", 1024, (10, 8), "f32")  # rows of 8 f32 at a stride of 8: 10 rows
+    after = Symbol("cache", "kv", 1344, (4, 8), "f32")
+    gather = Instr(Op.DMA_GATHER, dt_d=F32, dt_a=F32, dt_b=DType.I32, rows=4, cols=8, off_a=1024, off_b=64, imm=8)
+    for instr, access in ((gather, "read"), (scatter(), "write")):
+        binary = make_binary([instr], [IDS_SYM, table, after])
+        simulate(binary, TINY, {"ids": np.array([0, 9, 1, 2], np.int32)}, timing_only=timing_only)
+        message = f"{access} of row 10 of 'embed.weight', which has rows 0 to 9 here: an index input"
+        with pytest.raises(SimError, match=message):
+            simulate(binary, TINY, {"ids": np.array([0, 10, 1, 2], np.int32)}, timing_only=timing_only)
+
+
 def test_scatter_index_that_overflows_int64_is_out_of_bounds() -> None:
     ids = Symbol("ids", "input", 64, (4,), "i64")
     binary = make_binary([scatter(DType.I64)], [ids])
