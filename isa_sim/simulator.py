@@ -221,10 +221,14 @@ def simulate_timing(binary: TBinary, target: Target, *, trace: bool = False, ent
 
 def _check_target(binary: TBinary, target: Target) -> None:
     if binary.target_name != target.name:
-        raise SimError(f"binary was compiled for target '{binary.target_name}', not '{target.name}'")
+        raise SimError(
+            f"binary was compiled for target '{binary.target_name}', not '{target.name}'"
+            f" (run it with --target {binary.target_name}, or the .toml file it was compiled with)"
+        )
     if binary.target_hash != target.hash:
         raise SimError(
-            f"binary was compiled for a different version of target '{binary.target_name}' (target file hash differs)"
+            f"binary was compiled for a different version of target '{binary.target_name}' (target file hash"
+            " differs): give the .toml file it was compiled with (--target FILE.toml), or recompile"
         )
 
 

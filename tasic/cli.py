@@ -57,6 +57,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
         raise UsageError("--pp splits a --config serving step into pipeline stages; a MODEL compiles with --tp only")
     if args.model is None:
         raise UsageError("compile needs a MODEL (a Hugging Face model directory or file.py:function) or --config")
+    if args.calibration and not args.quantize:
+        raise UsageError("--calibration gives static FP8 scales: add --quantize fp8-static (or fp8)")
     if args.batch < 1 or args.seq_len < 1 or (args.context is not None and args.context <= args.seq_len):
         raise UsageError("--batch and --seq-len must be >= 1, and --context larger than --seq-len")
     if args.context:
@@ -65,7 +67,8 @@ def cmd_compile(args: argparse.Namespace) -> None:
     from tasic.frontend.hf import import_model
 
     start = time.perf_counter()
-    _progress(f"[1/3] importing {args.model} (batch {args.batch}, sequence {args.seq_len})")
+    shapes_from = "" if str(args.model).lower().endswith(".onnx") else f" (batch {args.batch}, sequence {args.seq_len})"
+    _progress(f"[1/3] importing {args.model}{shapes_from}")
     shapes = _input_shapes(args)
     graph = import_model(args.model, batch=args.batch, seq_len=args.seq_len, input_shapes=shapes)
     unknown = [name for name in shapes if name not in graph.input_names]
@@ -192,7 +195,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         target = load_target(args.target or "tiny")
         tokenizer = load_tokenizer(args.tokenizer or args.model)
     if tokenizer is None:
-        raise UsageError(f"no tokenizer found for {args.model}: give --tokenizer (a model directory or .gguf)")
+        where = f"in {args.tokenizer}" if args.tokenizer else f"for {args.model}"
+        raise UsageError(f"no tokenizer found {where}: give --tokenizer (a model directory or .gguf with one)")
     if not args.model.endswith(".tbin"):
         binary, _ = compile_llm(
             args.model, target, args.dtype, 1, args.context, args.prompt_len, _progress,
@@ -356,7 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="compile a model into a .tbin binary")
     comp.add_argument(
-        "model", nargs="?", help="Hugging Face model directory (config.json + safetensors) or file.py:function"
+        "model",
+        nargs="?",
+        help="Hugging Face model directory (config.json + safetensors), a .gguf file (with --context),"
+        " an .onnx file, or file.py:function",
     )
     comp.add_argument("-o", "--output", default="model.tbin", help="output binary (default: model.tbin)")
     comp.add_argument("--target", default="tiny", help="target name or .toml file (see `tasic targets`; default tiny)")

@@ -181,6 +181,8 @@ def test_bad_option_values(models: Path, tmp_path: Path) -> None:
     line = fails_cleanly("compile", f"{models}:mlp", "-o", out, "--quantize", "fp9")
     assert line.startswith("error: argument --quantize: invalid choice: 'fp9'") and "tasic compile --help" in line
     assert "invalid choice: 'frob'" in fails_cleanly("frob")
+    line = fails_cleanly("compile", f"{models}:mlp", "-o", out, "--calibration", "scales.json")
+    assert line == "error: --calibration gives static FP8 scales: add --quantize fp8-static (or fp8)"
     line = fails_cleanly("generate", "x.tbin", "--prompt", "hi", "--temperature", "-1")
     assert line == "error: --temperature and --top-k must not be negative (0: greedy, and no top-k cut)"
 

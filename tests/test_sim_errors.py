@@ -56,7 +56,7 @@ def test_target_mismatch() -> None:
     with pytest.raises(SimError, match="compiled for target 'tiny', not 'sohu-like'"):
         simulate(make_binary([]), other)
     edited = dataclasses.replace(TINY, source_text=TINY.source_text + "\n# edited\n")
-    with pytest.raises(SimError, match="different version of target 'tiny'"):
+    with pytest.raises(SimError, match=r"different version of target 'tiny'.*--target FILE\.toml"):
         simulate(make_binary([]), edited)
 
 
