@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from tasic.frontend.errors import FrontendError
-from tasic.frontend.hf import load_model, load_tokenizer
+from tasic.frontend.hf import check_causal_lm, load_model, load_tokenizer
 
 
 def calibrate_linears(model: torch.nn.Module, run: Callable[[], Any]) -> dict[str, float]:
@@ -54,7 +54,9 @@ def calibrate_llm(model: str | Path, prompts: Sequence[str], chat: bool = False)
     """Max |input| per linear of a causal LM (HF directory or .gguf) over `prompts`, each run unpadded."""
     if not prompts:
         raise FrontendError("calibration needs at least one sample prompt")
-    network, tokenizer = load_model(model), load_tokenizer(model)
+    network = load_model(model)
+    check_causal_lm(network, model, "calibration needs one")
+    tokenizer = load_tokenizer(model)
     if tokenizer is None:
         raise FrontendError(f"no tokenizer found for {model}: calibration needs one to encode the prompts")
     encoded = []

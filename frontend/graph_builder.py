@@ -20,7 +20,7 @@ from xdsl.dialects.builtin import TensorType, bf16, f16, f32, f64, i1, i8, i16, 
 from xdsl.ir import Attribute, Block, SSAValue
 
 from tasic.frontend.errors import FrontendError, UnsupportedOpError
-from tasic.frontend.tfm_emitter import TfmEmitter
+from tasic.frontend.tfm_emitter import TfmEmitter, unique_name
 from tasic.ir import tfm
 from tasic.ir.weights import WeightStore
 
@@ -113,6 +113,8 @@ class GraphBuilder(TfmEmitter):
         """Materialised weights by tensor identity; holding the tensor keeps its address from being reused."""
         self._names_by_key: dict[_TensorKey, str] = {}
         self._names_by_storage: dict[int, str] = {}
+        self.reserved: set[str] = set()
+        """Input, output and state names: a weight named like one gets a suffix (symbol names are distinct)."""
 
     # ----------------------------------------------------------------- context
 
@@ -155,6 +157,7 @@ class GraphBuilder(TfmEmitter):
         A parameter keeps its name ("lm_head.weight"); a view of one is named
         after it plus `suffix` ("c_attn.weight.T"); anything else after the node.
         A store shared by several functions keeps one entry per name and data.
+        A name that is taken by other data or `reserved` gets `_1`, `_2`, ...
         """
         key = _key(tensor)
         if key in self._weight_values:
@@ -164,8 +167,11 @@ class GraphBuilder(TfmEmitter):
             base = self._names_by_storage.get(tensor.untyped_storage().data_ptr(), self.current.name)
             name = f"{base}.{suffix}" if suffix else base
         array = to_numpy(tensor)
-        if not _same_array(self.weights.get(name), array):
-            name = self.weights.add(name, array)
+        name = unique_name(
+            name, lambda n: n in self.reserved or (n in self.weights and not _same_array(self.weights[n], array))
+        )
+        if name not in self.weights:
+            self.weights.add(name, array)
         value = self.emit(tfm.WeightOp(name, tensor_type(tensor.shape, tensor.dtype)))
         self._weight_values[key] = (value, tensor)
         return value

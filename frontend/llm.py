@@ -36,7 +36,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from tasic.frontend.errors import FrontendError
 from tasic.frontend.graph_builder import dtype_of, to_numpy
-from tasic.frontend.hf import load_model, load_tokenizer
+from tasic.frontend.hf import check_causal_lm, check_positions, load_model, load_tokenizer
 from tasic.frontend.hf_attention import ATTENTION
 from tasic.frontend.torch_import import export_module, import_exported_program
 from tasic.ir import tfm
@@ -162,16 +162,24 @@ def example_step_inputs(batch: int, length: int, context: int, start: int = 0) -
     return dict(zip(INPUT_NAMES, (ids, positions.expand(batch, length).clone(), positions, mask), strict=True))
 
 
-def export_llm(
-    model: torch.nn.Module, batch: int, context: int, prompt_len: int
-) -> tuple[ExportedProgram, ExportedProgram]:
-    """(prefill, decode) programs of a HF causal LM with a static cache of `context` slots."""
+def check_llm(model: torch.nn.Module, context: int, prompt_len: int, spec: str | Path | None = None) -> None:
+    """Raise unless `model` is a causal LM embedding `context` positions and 0 < `prompt_len` < `context`."""
+    check_causal_lm(model, spec)
     if not 0 < prompt_len < context:
         raise FrontendError(f"prompt length {prompt_len} must be between 1 and the context {context} - 1")
+    check_positions(model, context, "context", spec)
+
+
+def export_llm(
+    model: torch.nn.Module, batch: int, context: int, prompt_len: int, spec: str | Path | None = None
+) -> tuple[ExportedProgram, ExportedProgram]:
+    """(prefill, decode) programs of a HF causal LM with a static cache of `context` slots (`spec`: its path)."""
+    check_llm(model, context, prompt_len, spec)
     wrapper = CachedCausalLM(model, batch, context).eval()
+    label = str(spec) if spec else None
     with _tasic_attention(model), torch.no_grad():
-        prefill = export_module(wrapper, example_step_inputs(batch, prompt_len, context))
-        decode = export_module(wrapper, example_step_inputs(batch, 1, context, start=prompt_len))
+        prefill = export_module(wrapper, example_step_inputs(batch, prompt_len, context), label=label)
+        decode = export_module(wrapper, example_step_inputs(batch, 1, context, start=prompt_len), label=label)
     return prefill, decode
 
 
@@ -212,12 +220,15 @@ class ImportedLLM:
 
 def import_llm(model: torch.nn.Module | str | Path, batch: int, context: int, prompt_len: int) -> ImportedLLM:
     """Export and import a causal LM (module, HF directory or .gguf file) as @prefill and @decode."""
-    tokenizer = None
+    tokenizer, spec = None, None
     if not isinstance(model, torch.nn.Module):
-        model, tokenizer = load_model(model), load_tokenizer(model)
+        spec = model
+        model = load_model(spec)
+        check_llm(model, context, prompt_len, spec)  # before loading the tokenizer
+        tokenizer = load_tokenizer(spec)
     weights = WeightStore()
     functions, entries = [], {}
-    for name, program in zip(ENTRY_POINTS, export_llm(model, batch, context, prompt_len), strict=True):
+    for name, program in zip(ENTRY_POINTS, export_llm(model, batch, context, prompt_len, spec), strict=True):
         graph = import_exported_program(program, ["logits"], function_name=name, weights=weights)
         function = next(op for op in graph.module.ops if isinstance(op, func.FuncOp))
         function.detach()

@@ -34,9 +34,11 @@ from tasic.frontend.onnx_ops import (
     Operand,
     element_of,
     fold_node,
+    node_label,
     shape,
     tensor_type,
 )
+from tasic.frontend.tfm_emitter import distinct_output_names
 from tasic.frontend.torch_import import ImportedGraph
 from tasic.ir.weights import WeightStore
 
@@ -49,8 +51,10 @@ InputShapes = Mapping[str, tuple[int, ...]]
 def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """onnx.load with external data, as one-line FrontendErrors (missing file, not ONNX, missing data)."""
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise FrontendError(f"model path '{file}' does not exist")
+    if not file.is_file():
+        raise FrontendError(f"'{file}' is not an ONNX model: it is a directory, not a file")
     try:
         model = onnx.load(str(file), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, TypeError) as err:
@@ -71,6 +75,29 @@ def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
     except Exception as err:
         raise FrontendError(f"cannot load the external data of '{file}': {_first_line(err)}") from err
     return model
+
+
+_MODEL_FIELDS = {(1, 0), (2, 2), (3, 2), (4, 2), (5, 0), (6, 2), (7, 2), (8, 2), (14, 2), (20, 2), (25, 2), (26, 2)}
+"""(field number, wire type) of ModelProto's fields: an ONNX file starts with one of them."""
+
+
+def is_onnx_file(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a regular file holding an ONNX model (with a graph), whatever its extension."""
+    file = Path(path)
+    if not file.is_file():
+        return False
+    with file.open("rb") as stream:
+        head = stream.read(2)
+    tag = head[0] if head else 0
+    if tag & 0x80 and len(head) == 2:  # a two-byte varint tag (field numbers 16 and up)
+        tag = (tag & 0x7F) | (head[1] & 0x7F) << 7
+    if (tag >> 3, tag & 7) not in _MODEL_FIELDS:
+        return False  # not a protobuf ModelProto: no need to read the whole file
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+    except Exception:
+        return False
+    return model.HasField("graph") and bool(model.graph.node or model.graph.output)
 
 
 def import_onnx(
@@ -102,6 +129,9 @@ def import_onnx(
         values[graph_input.name] = argument
         input_names.append(graph_input.name)
 
+    output_names = distinct_output_names([output.name for output in graph.output], input_names)
+    builder.io_names = {*input_names, *output_names}
+    builder.value_names = _value_names(graph) | builder.io_names
     used = _used_names(graph)
     for node in graph.node:
         _import_node(builder, node, values, used)
@@ -119,7 +149,6 @@ def import_onnx(
             result = builder.unary("copy", result)  # a result must be computed, not an argument
         _check_shape(output.name, result, inferred)
         results.append(result)
-    output_names = [output.name for output in graph.output]
     block.add_op(func.ReturnOp(*results))
     function = func.FuncOp("main", ([arg.type for arg in block.args], [r.type for r in results]), Region(block))
     function.attributes["tfm.input_names"] = ArrayAttr([StringAttr(n) for n in input_names])
@@ -202,6 +231,17 @@ def _check_shape(name: str, value: Operand, inferred: Mapping[str, tuple[int, ..
         raise FrontendError(f"ONNX shape inference gives '{name}' shape {inferred[name]}, the import {shape(value)}")
 
 
+def _value_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name a value or initializer of the graph has."""
+    names = {tensor.name for tensor in graph.initializer}
+    names.update(info.name for info in [*graph.input, *graph.output, *graph.value_info])
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+    names.discard("")
+    return names
+
+
 def _used_names(graph: onnx.GraphProto) -> set[str]:
     names = {output.name for output in graph.output}
     for node in graph.node:
@@ -225,7 +265,7 @@ def _import_node(builder: OnnxBuilder, node: onnx.NodeProto, values: dict[str, O
         builder.unsupported(f"domain '{node.domain}'")
     missing = [name for name in node.input if name not in values]
     if missing:
-        raise FrontendError(f"ONNX node '{node.name}' ({node.op_type}) reads undefined value '{missing[0]}'")
+        raise FrontendError(f"ONNX node '{node_label(node)}' ({node.op_type}) reads undefined value '{missing[0]}'")
     inputs = [values[name] for name in node.input]
     runtime = any(isinstance(x, SSAValue) for x in inputs)
     if not runtime:

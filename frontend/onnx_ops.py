@@ -22,7 +22,7 @@ from xdsl.dialects.builtin import FloatAttr, bf16, f16, f32, f64, i1, i8, i16, i
 from xdsl.ir import Attribute, Block, SSAValue
 
 from tasic.frontend.errors import FrontendError, UnsupportedOpError
-from tasic.frontend.tfm_emitter import TfmEmitter, tensor_type
+from tasic.frontend.tfm_emitter import TfmEmitter, tensor_type, unique_name
 from tasic.ir import tfm
 from tasic.ir.weights import WeightStore
 
@@ -78,6 +78,10 @@ class OnnxBuilder(TfmEmitter):
         """Which outputs of the current node are read later (or are graph outputs)."""
         self._weight_values: dict[int, tuple[SSAValue, np.ndarray]] = {}
         self._names: dict[int, str] = {}
+        self.io_names: set[str] = set()
+        """Graph input and output names (symbols of the binary): no weight takes one."""
+        self.value_names: set[str] = set()
+        """Every value and initializer name of the graph: only the constant of that name takes one."""
 
     # ----------------------------------------------------------------- context
 
@@ -90,24 +94,35 @@ class OnnxBuilder(TfmEmitter):
         node = self.node
         if node is None:
             return "<graph>:output"
-        return f"{node.name or (node.output[0] if node.output else '')}:{node.op_type}"
+        return f"{node_label(node)}:{node.op_type}"
 
     def unsupported(self, reason: str | None = None) -> NoReturn:
         """Raise the one-line error for the current node, with an optional reason."""
         assert self.node is not None
-        message = f"unsupported ONNX operator {self.node.op_type} (node '{self.node.name}', opset {self.opset})"
+        message = f"unsupported ONNX operator {self.node.op_type} (node '{node_label(self.node)}', opset {self.opset})"
         message += f": {reason};" if reason else ":"
         raise UnsupportedOpError(message + " supported operators are listed in docs/onnx.md")
 
     # ---------------------------------------------------------------- emission
 
     def weight(self, array: np.ndarray, name: str | None = None) -> SSAValue:
-        """The `tfm.weight` holding `array`; one op per array object."""
+        """The `tfm.weight` holding `array`; one op per array object.
+
+        An initializer or folded value is named after itself; a weight a handler creates after `name` or
+        the node. A name taken by another weight, a graph input or output, or (for a created weight) any
+        value of the graph gets `_1`, `_2`, ...
+        """
         if id(array) in self._weight_values:
             return self._weight_values[id(array)][0]
-        hint = name or self._names.get(id(array)) or self.location().rsplit(":", 1)[0] or "const"
+        own = None if name else self._names.get(id(array))
+        hint = name or own or self.location().rsplit(":", 1)[0] or "const"
+
+        def taken(candidate: str) -> bool:
+            named_value = candidate in self.value_names and candidate != own
+            return candidate in self.weights or candidate in self.io_names or named_value
+
         stored = np.ascontiguousarray(array)
-        stored_name = self.weights.add(hint, stored)
+        stored_name = self.weights.add(unique_name(hint, taken), stored)
         value = self.emit(tfm.WeightOp(stored_name, tensor_type(array.shape, element_of(array.dtype))))
         self._weight_values[id(array)] = (value, array)
         return value
@@ -131,8 +146,15 @@ def fold_node(node: onnx.NodeProto, inputs: Sequence[np.ndarray | None], opset: 
         results = evaluator.run(None, feeds)
     except Exception as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FrontendError(f"cannot fold constant ONNX node '{node.name}' ({node.op_type}): {first_line}") from err
+        raise FrontendError(
+            f"cannot fold constant ONNX node '{node_label(node)}' ({node.op_type}): {first_line}"
+        ) from err
     return [np.asarray(result) for result in results]
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    """A node's name, or its first output's name when it has none (as in error messages and locations)."""
+    return node.name or next((name for name in node.output if name), "")
 
 
 def _gather_elements(inputs: Sequence[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
@@ -316,7 +338,10 @@ def _param(builder: OnnxBuilder, p: Operand | None, size: int, fill: float, dtyp
     if isinstance(p, np.ndarray):
         if p.size != size:
             builder.unsupported(f"scale/bias of shape {p.shape} over {size} normalised elements")
-        return builder.weight(np.ascontiguousarray(p.reshape(size).astype(dtype)))
+        flat = np.ascontiguousarray(p.reshape(size).astype(dtype))
+        if id(p) in builder._names:
+            builder.name_constant(flat, builder._names[id(p)])  # the initializer's data: keep its name
+        return builder.weight(flat)
     if math.prod(tfm.shape_of(p)) != size:
         builder.unsupported(f"scale/bias of shape {tfm.shape_of(p)} over {size} normalised elements")
     return builder.reshape(p, (size,))
@@ -593,7 +618,7 @@ def _reduce(fn: str) -> Handler:
         dims = tfm.shape_of(x)
         axes = _axes(builder, inputs, attrs)
         if not axes:
-            if axes is not None and attrs.get("noop_with_empty_axes", 0):
+            if attrs.get("noop_with_empty_axes", 0):  # no axes (omitted or empty): the input unchanged
                 return x
             axes = list(range(len(dims)))
         reduced = sorted({_axis(a, len(dims)) for a in axes})

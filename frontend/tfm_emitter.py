@@ -6,7 +6,7 @@ y = builder.transpose(builder.reshape(x, (2, 4, 8)), (0, 2, 1))   # no op when n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from xdsl.dialects.builtin import StringAttr, TensorType
@@ -18,6 +18,28 @@ from tasic.ir import tfm
 def tensor_type(dims: Sequence[int], element: Attribute) -> TensorType:
     """A ranked tensor type."""
     return TensorType(element, [int(n) for n in dims])
+
+
+def unique_name(base: str, taken: Callable[[str], bool]) -> str:
+    """`base`, else `base_1`, `base_2`, ...: the first name `taken` rejects not."""
+    name, suffix = base, 0
+    while taken(name):
+        suffix += 1
+        name = f"{base}_{suffix}"
+    return name
+
+
+def distinct_output_names(output_names: Sequence[str], input_names: Sequence[str]) -> list[str]:
+    """Output names renamed where they repeat an input name or an earlier output (a binary's symbols need
+    distinct names): `x` becomes `x_out` (`x_out_1`, ... when that is taken too)."""
+    taken = set(input_names) | set(output_names)
+    result: list[str] = []
+    for name in output_names:
+        if name in input_names or name in result:
+            name = unique_name(f"{name}_out", lambda candidate: candidate in taken)
+            taken.add(name)
+        result.append(name)
+    return result
 
 
 class TfmEmitter:

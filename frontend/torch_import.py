@@ -33,10 +33,11 @@ from torch.fx.node import map_arg
 from torch.utils import _pytree as pytree
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, ModuleOp, StringAttr
-from xdsl.ir import Block, Region, SSAValue
+from xdsl.ir import Block, BlockArgument, Region, SSAValue
 
 from tasic.frontend.errors import FrontendError
 from tasic.frontend.graph_builder import GraphBuilder, module_path, tensor_type
+from tasic.frontend.tfm_emitter import distinct_output_names
 from tasic.frontend.torch_ops import ATEN_HANDLERS
 from tasic.ir.weights import WeightStore
 
@@ -102,29 +103,45 @@ def export_module(
     module: torch.nn.Module,
     example_inputs: Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...],
     output_names: Sequence[str] | None = None,
+    label: str | None = None,
 ) -> ExportedProgram:
     """torch.export (non-strict) + core ATen decompositions (SDPA kept).
 
     A dict of inputs is passed as keyword arguments, a tuple positionally.
     With `output_names`, the program returns only those entries of the
     module's dict-like output (e.g. a Hugging Face ModelOutput), in that order.
+    An exception from torch (or from the module's forward) becomes a one-line
+    FrontendError naming the model (`label`, else the module's class).
     """
     if isinstance(example_inputs, Mapping):
         args, kwargs = (), dict(example_inputs)
     else:
         args, kwargs = tuple(example_inputs), {}
-    with _selected_outputs(module, output_names):
-        program = torch.export.export(module, args, kwargs, strict=False)
-    return program.run_decompositions(decomposition_table())
+    try:
+        with _selected_outputs(module, output_names):
+            program = torch.export.export(module, args, kwargs, strict=False)
+        return program.run_decompositions(decomposition_table())
+    except FrontendError:
+        raise
+    except Exception as err:
+        name = f"{label} ({type(module).__name__})" if label else type(module).__name__
+        raise FrontendError(f"torch.export failed on {name}: {_first_line(err)}") from err
+
+
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, prefixed by its type."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def import_module(
     module: torch.nn.Module,
     example_inputs: Mapping[str, torch.Tensor] | tuple[torch.Tensor, ...],
     output_names: Sequence[str] | None = None,
+    label: str | None = None,
 ) -> ImportedGraph:
     """export_module + import_exported_program."""
-    return import_exported_program(export_module(module, example_inputs, output_names), output_names)
+    return import_exported_program(export_module(module, example_inputs, output_names, label), output_names)
 
 
 def import_exported_program(
@@ -143,15 +160,18 @@ def import_exported_program(
     block = Block()
     builder = GraphBuilder(block, WeightStore() if weights is None else weights)
     values: dict[Node, object] = {}
+    count = sum(spec.kind == OutputKind.USER_OUTPUT for spec in program.graph_signature.output_specs)
+    names = list(output_names) if output_names is not None else _default_output_names(program, count)
+    if len(names) != count:
+        raise FrontendError(f"{len(names)} output names given for {count} outputs")
     input_names, state_names = _bind_inputs(program, block, builder, values)
+    names = distinct_output_names(names, [*input_names, *state_names])
+    builder.reserved = {*input_names, *state_names, *names}  # symbols of the binary: no weight takes them
     for node in program.graph.nodes:
         if node.op == "call_function":
             values[node] = _import_call(builder, node, values)
 
     results = _user_outputs(builder, program, values)
-    names = list(output_names) if output_names is not None else _default_output_names(program, len(results))
-    if len(names) != len(results):
-        raise FrontendError(f"{len(names)} output names given for {len(results)} outputs")
     results += _state_outputs(builder, program, values, state_names)
     block.add_op(func.ReturnOp(*results))
     function = func.FuncOp(function_name, ([arg.type for arg in block.args], [r.type for r in results]), Region(block))
@@ -251,7 +271,10 @@ def _user_outputs(builder: GraphBuilder, program: ExportedProgram, values: dict[
         value = values[arg] if isinstance(arg, Node) else arg
         if not isinstance(value, SSAValue | torch.Tensor):
             raise FrontendError(f"model output '{spec.arg.name}' is not a tensor ({type(value).__name__})")
-        results.append(builder.value(value))
+        result = builder.value(value)
+        if isinstance(result, BlockArgument):
+            result = builder.unary("copy", result)  # an output returning an input is computed: a copy
+        results.append(result)
     return results
 
 

@@ -7,9 +7,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+    ViTConfig,
+    ViTModel,
+)
 
 TASIC = str(Path(sys.prefix) / "bin" / "tasic")
 # bf16 stores every activation in bf16 (8 bits of mantissa): a 2-layer model's
@@ -89,3 +99,78 @@ def _assert_close(got: np.ndarray, ref: np.ndarray, dtype: str) -> None:
         assert error <= 1e-4, error
     else:
         assert error <= BF16_RELATIVE_BOUND * float(np.abs(ref).max()), error
+
+
+def tasic_error(*args: str) -> str:
+    """Run the CLI expecting a user error: exit code 1 and one `error: ...` line, no traceback."""
+    result = subprocess.run([TASIC, *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr[-3000:]
+    return last.removeprefix("error: ")
+
+
+def _char_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over single printable characters (no download)."""
+    vocab = {"<unk>": 0, **{chr(c): c - 31 for c in range(32, 127)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>")
+
+
+def test_cli_model_kind_and_size_errors(bert_dir: Path, gpt2_dir: Path, tmp_path: Path) -> None:
+    """Non-causal models as LLMs, lengths over the maximum positions, a vision model directory, a build function
+    that raises and a file of no known kind: one line each."""
+    out = str(tmp_path / "x.tbin")
+    not_causal = f"{bert_dir} (BertModel) is not a causal language model: --context / generate need one"
+    assert tasic_error("compile", str(bert_dir), "-o", out, "--context", "32", "--seq-len", "8").startswith(not_causal)
+    tokenizer_dir = tmp_path / "tokenizer"
+    _char_tokenizer().save_pretrained(tokenizer_dir)
+    generate = ("generate", str(bert_dir), "--prompt", "Hi", "--context", "32", "--prompt-len", "8", "--tokenizer")
+    assert tasic_error(*generate, str(tokenizer_dir)).startswith(not_causal)
+    assert tasic_error("compile", str(bert_dir), "-o", out, "--seq-len", "600") == (
+        f"sequence length 600 is more than {bert_dir} (BertModel) supports: its config has max_position_embeddings = 512"
+    )
+    assert tasic_error("compile", str(gpt2_dir), "-o", out, "--seq-len", "8", "--context", "100") == (
+        f"context 100 is more than {gpt2_dir} (GPT2LMHeadModel) supports: its config has n_positions = 64"
+    )
+    torch.manual_seed(0)
+    vit_dir = tmp_path / "vit"
+    ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(vit_dir)
+    assert "(ViTModel) does not take token ids" in tasic_error("compile", str(vit_dir), "-o", out)
+    script = tmp_path / "build.py"
+    script.write_text("def build():\n    raise ValueError('user code bug')\n")
+    assert tasic_error("compile", f"{script}:build", "-o", out) == f"{script}:build raised ValueError: user code bug"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    assert tasic_error("compile", str(notes), "-o", out).startswith(f"'{notes}' is not a model tasic reads: give ")
+
+
+def test_cli_outputs_that_are_inputs(tmp_path: Path) -> None:
+    """`forward(x): return x` and an ONNX graph output that is its input (in a `.ONNX` file) compile to binaries
+    that write the output: the copy equals the input after `tasic run`."""
+    script = tmp_path / "identity.py"
+    script.write_text(
+        "import torch\n"
+        "class Identity(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x\n"
+        "def build():\n"
+        "    return Identity(), (torch.randn(2, 3),)\n"
+    )
+    value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])
+    graph = onnx.helper.make_graph([], "passthrough", [value], [value])
+    onnx_path = tmp_path / "passthrough.ONNX"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), str(onnx_path))
+    x = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    for spec, output in ((f"{script}:build", "output"), (str(onnx_path), "x_out")):
+        binary, out_npz = tmp_path / "m.tbin", tmp_path / "out.npz"
+        tasic("compile", spec, "-o", str(binary), "--target", "tiny")
+        tasic("run", str(binary), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(out_npz))
+        with np.load(out_npz) as data:
+            assert data.files == [output]
+            np.testing.assert_array_equal(data[output], x)

@@ -16,11 +16,14 @@ from torch.nn import functional
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from xdsl.dialects import func
 
+from tasic.backend.target import load_target
+from tasic.compiler import compile_module
 from tasic.frontend.attention import attention as capped_attention
-from tasic.frontend.errors import UnsupportedOpError
+from tasic.frontend.errors import FrontendError, UnsupportedOpError
 from tasic.frontend.torch_import import ImportedGraph, export_module, import_exported_program, import_module
 from tasic.ir import tfm
 from tasic.ir.dialects import tasic_context
+from tasic.isa_sim import simulate
 from tasic.passes.registry import PASSES
 
 Evaluate = Callable[..., list[np.ndarray]]
@@ -332,3 +335,40 @@ def test_soft_capped_attention_operator(tfm_reference: Evaluate) -> None:
     assert tfm.shape_of(attention.key) == (1, 2, 6, 8)
     (actual,) = tfm_reference(graph.module, graph.weights, [q.numpy(), k.numpy()])
     np.testing.assert_allclose(actual, Capped()(q, k).numpy(), rtol=1e-5, atol=1e-5)
+
+
+class _Passthrough(torch.nn.Module):
+    """Returns its input (named `output`, like the default first output) and a constant."""
+
+    def forward(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return output, torch.arange(3, dtype=torch.float32)
+
+
+def test_output_that_is_an_input_is_a_copy_with_distinct_names() -> None:
+    """An input returned as is becomes a copied output; no output or weight repeats an input's name, and the
+    binary holds every output (simulated on `tiny`)."""
+    graph = import_module(_Passthrough(), (torch.randn(2, 3),))
+    assert graph.input_names == ["output"] and graph.output_names == ["output_out", "output_1"]
+    assert not set(graph.weights) & {*graph.input_names, *graph.output_names}
+    returned = _main(graph).body.block.last_op
+    assert isinstance(returned, func.ReturnOp)
+    copy = returned.operands[0].owner
+    assert isinstance(copy, tfm.UnaryOp) and copy.fn.data == "copy"
+    target = load_target("tiny")
+    binary = compile_module(graph.module, graph.weights, target, "f32")
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    outputs = simulate(binary, target, {"output": x}).outputs
+    np.testing.assert_array_equal(outputs["output_out"], x)
+    np.testing.assert_array_equal(outputs["output_1"], np.arange(3, dtype=np.float32))
+
+
+class _Failing(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("shapes do not line up\nmore detail")
+
+
+def test_export_failure_is_one_line() -> None:
+    """An exception escaping torch.export is a FrontendError naming the model and the first line."""
+    with pytest.raises(FrontendError) as info:
+        import_module(_Failing(), (torch.randn(2),), label="m.py:build")
+    assert str(info.value) == "torch.export failed on m.py:build (_Failing): RuntimeError: shapes do not line up"

@@ -519,3 +519,93 @@ def test_attention_opset_23_three_d_gqa_causal() -> None:
     expected = onnx.reference.ReferenceEvaluator(model).run(None, feeds)[0]
     np.testing.assert_allclose(_simulate(model, feeds)[0], expected, atol=1e-4, rtol=1e-4)
     assert sum(isinstance(op, tfm.AttentionOp) for op in import_onnx(model).module.walk()) == 1
+
+
+# ------------------------------------------------------- names and outputs
+
+
+def _typed_model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    initializers: dict[str, np.ndarray] | None = None,
+    opset: int = 18,
+) -> onnx.ModelProto:
+    """A model with typed outputs, as written (no shape inference)."""
+    tensors = [numpy_helper.from_array(value, name) for name, value in (initializers or {}).items()]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, tensors)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+
+
+def test_output_that_is_an_input_is_copied() -> None:
+    """A graph output that is its input (and one listed twice) is a copy under a distinct symbol name."""
+    model = _typed_model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [_input("x", [2, 3])],
+        [_input("x", [2, 3]), _input("y", [2, 3]), _input("y", [2, 3])],
+    )
+    graph = import_onnx(model)
+    assert graph.input_names == ["x"] and graph.output_names == ["x_out", "y", "y_out"]
+    x = _array(2, 3)
+    x_out, y, y_again = _simulate(model, {"x": x})
+    np.testing.assert_array_equal(x_out, x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(y_again, np.maximum(x, 0))
+
+
+def test_unnamed_nodes_and_output_constants_get_distinct_weight_names() -> None:
+    """Weights created for unnamed nodes (LayerNormalization without bias, Trilu), an initializer and a
+    Constant that are graph outputs: no weight takes an input or output name; all compile and match."""
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma"], ["y"], axis=-1),
+        helper.make_node("Trilu", ["x"], ["t"], upper=0),
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(_array(2, 2))),
+    ]
+    outputs = [_input("y", [2, 4, 4]), _input("t", [2, 4, 4]), _input("w", [3]), _input("c", [2, 2])]
+    initializers = {"gamma": _array(4), "w": _array(3)}
+    model = _typed_model(nodes, [_input("x", [2, 4, 4])], outputs, initializers)
+    graph = import_onnx(model)
+    assert graph.output_names == ["y", "t", "w", "c"]
+    assert not set(graph.weights) & {"x", "y", "t", "w", "c"}
+    assert "gamma" in graph.weights  # an initializer keeps its name
+    _check(model, {"x": _array(2, 4, 4)})
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("axes", ["omitted", "empty"])
+def test_reduce_noop_with_empty_axes_passes_the_input_through(op: str, axes: str) -> None:
+    """noop_with_empty_axes=1 without axes (omitted or an empty input) leaves the input unchanged."""
+    inputs = ["x", "axes"] if axes == "empty" else ["x"]
+    nodes = [helper.make_node(op, inputs, ["r"], noop_with_empty_axes=1), helper.make_node("Neg", ["r"], ["y"])]
+    initializers = {"axes": np.zeros(0, np.int64)} if axes == "empty" else {}
+    model = _typed_model(nodes, [_input("x", [2, 3])], [_input("y", [2, 3])], initializers)
+    x = _array(2, 3)
+    (y,) = _simulate(model, {"x": x})
+    np.testing.assert_array_equal(y, -x)
+    np.testing.assert_array_equal(onnx.reference.ReferenceEvaluator(model).run(None, {"x": x})[0], -x)
+
+
+def test_unsupported_operator_of_an_unnamed_node_names_its_output() -> None:
+    model = _model([helper.make_node("Hardmax", ["x"], ["probs"])], [_input("x", [2, 4])], ["probs"])
+    with pytest.raises(UnsupportedOpError, match=r"^unsupported ONNX operator Hardmax \(node 'probs', opset 18\)"):
+        import_onnx(model)
+
+
+@pytest.mark.parametrize("file_name", ["m.ONNX", "model.bin", "model"])
+def test_import_model_recognises_onnx_content(tmp_path: Path, file_name: str) -> None:
+    """An ONNX file is recognised by its extension in any case, or by its content under another name."""
+    model = _model([_node("Relu", ["x"], ["y"])], [_input("x", [1, 16])], ["y"])
+    onnx.save(model, str(tmp_path / file_name))
+    graph = import_model(str(tmp_path / file_name), batch=1, seq_len=16)
+    assert graph.input_names == ["x"] and graph.output_names == ["y"]
+
+
+def test_import_model_names_the_accepted_kinds_for_another_file(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a model\n")
+    with pytest.raises(FrontendError) as info:
+        import_model(str(path), batch=1, seq_len=16)
+    assert str(info.value) == (
+        f"'{path}' is not a model tasic reads: give a Hugging Face model directory (save_pretrained), "
+        "a .gguf or .onnx file, or file.py:function"
+    )
