@@ -148,8 +148,9 @@ def test_entry_inputs_are_checked_by_their_names() -> None:
         machine.run("decode", {"x": np.zeros((2, 4), np.float32), "pos": positions(0)})
     with pytest.raises(SimError, match=r"unknown entry point 'generate' \(have: decode, prefill\)"):
         machine.run("generate")
-    with pytest.raises(SimError, match="HBM write of table row 48 is out of bounds"):  # HBM ends at row 48
-        machine.run("decode", {"x": token, "pos": positions(48)})
+    machine.run("decode", {"x": token, "pos": positions(7)})  # the cache's last row
+    with pytest.raises(SimError, match="write of row 8 of 'cache', which has rows 0 to 7 here"):  # HBM goes on
+        machine.run("decode", {"x": token, "pos": positions(8)})
 
 
 def test_without_entries_metadata_inputs_and_outputs_are_the_symbols() -> None:
@@ -196,9 +197,9 @@ def test_timing_only_machine() -> None:
     assert result.report.total_cycles == full.report.total_cycles
     assert not machine.read("cache").any()  # nothing is computed
     machine.write("token_pos", positions(49))  # indices come from HBM: written values are checked
-    with pytest.raises(SimError, match="HBM write of table row 49 is out of bounds"):
+    with pytest.raises(SimError, match="write of row 49 of 'cache', which has rows 0 to 7 here"):
         machine.run("decode")
-    with pytest.raises(SimError, match="HBM write of table row 48 is out of bounds"):
-        machine.run("decode", {"x": np.ones((1, 4), np.float32), "pos": positions(48)})
+    with pytest.raises(SimError, match="write of row 8 of 'cache', which has rows 0 to 7 here"):
+        machine.run("decode", {"x": np.ones((1, 4), np.float32), "pos": positions(8)})
     with pytest.raises(SimError, match="missing input"):  # given inputs are checked
         machine.run("decode", {"x": np.ones((1, 4), np.float32)})
