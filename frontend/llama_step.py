@@ -122,6 +122,11 @@ class LlamaConfig:
         for field_name in ("hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "vocab"):
             if getattr(parsed, field_name) <= 0:
                 raise FrontendError(f"config '{name}': {field_name} must be positive")
+        if not config.get("head_dim") and hidden % heads:
+            raise FrontendError(
+                f"config '{name}': hidden_size {hidden} does not split into {heads} attention heads"
+                " (give head_dim if the heads are not hidden_size / num_attention_heads wide)"
+            )
         if heads % parsed.kv_heads:
             raise FrontendError(
                 f"config '{name}': {heads} attention heads do not group over {parsed.kv_heads} kv heads"

@@ -173,6 +173,9 @@ def test_config_features_the_step_leaves_out(tmp_path: Path, capsys: pytest.Capt
     """A config of another Llama-shaped family is timed as the Llama step of its sizes, and says what
     that leaves out; a plain Llama config has nothing to say."""
     assert LlamaConfig.from_dict(TINY_CONFIG).unmodelled == ()
+    with pytest.raises(FrontendError, match="hidden_size 32 does not split into 3 attention heads"):
+        LlamaConfig.from_dict({**TINY_CONFIG, "num_attention_heads": 3, "num_key_value_heads": 1})
+    assert LlamaConfig.from_dict({**TINY_CONFIG, "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 8})
     assert LlamaConfig.from_dict({**TINY_CONFIG, "model_type": "llama", "hidden_act": "silu"}).unmodelled == ()
     qwen = {**TINY_CONFIG, "model_type": "qwen2", "sliding_window": 32, "use_sliding_window": False}
     assert LlamaConfig.from_dict(qwen).unmodelled == ("q/k/v biases",)
