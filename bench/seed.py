@@ -133,8 +133,7 @@ def _limits(run_: Run, claim_tokens_per_s: float, args: argparse.Namespace) -> l
     what link bandwidth the claim and the compute bound would need."""
     r, roof = run_.result, run_.result.roofline
     clock = r.target.clock_hz
-    busy = ", ".join(f"{name} {cycles / clock * 1e3:.2f} ms" for name, cycles in r.report.busy.items())
-    lines = [f"  {r.target.name}: engine busy time per step: {busy}; roofline bound: {roof.limit}"]
+    lines = [f"  {r.target.name}: engine busy time per step: {r.busy_summary()}; roofline bound: {roof.limit}"]
     if r.pp > 1:
         stages = ", ".join(
             f"stage {'/'.join(map(str, s.stands_for))} {s.report.seconds * 1e3:.2f} ms" for s in r.stages

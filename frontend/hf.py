@@ -259,7 +259,7 @@ def import_model(
     if separator and file_name.endswith(".py"):
         model, inputs = load_python_entry(model_spec, batch, seq_len)
         return import_module(model, inputs, label=model_spec)
-    if _is_onnx(model_spec):
+    if is_onnx_spec(model_spec):
         from tasic.frontend.onnx_import import import_onnx
 
         return import_onnx(model_spec, input_shapes)
@@ -269,7 +269,7 @@ def import_model(
     return import_module(model, example_inputs(model, batch, seq_len), label=model_spec)
 
 
-def _is_onnx(model_spec: str) -> bool:
+def is_onnx_spec(model_spec: str) -> bool:
     """A .onnx path (any case), or an existing regular file of another extension whose content parses as ONNX."""
     path = Path(model_spec)
     if path.suffix.lower() == ".onnx":

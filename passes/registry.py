@@ -121,3 +121,14 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "insert-sync": _insert_sync,
     "lower-to-isa": _lower_to_isa,
 }
+
+
+def pass_errors() -> tuple[type[Exception], ...]:
+    """The exceptions passes raise for input they cannot handle (a model that does not fit, a split or
+    quantisation that does not apply, IR not at the level a pass starts from): user errors, one line each."""
+    from tasic.passes.lower_to_isa import LoweringError
+    from tasic.passes.quantize_fp8 import QuantizeError
+    from tasic.passes.shard_tensor_parallel import ShardingError
+    from tasic.passes.tiling.builder import DoesNotFitError
+
+    return (DoesNotFitError, ShardingError, QuantizeError, LoweringError)

@@ -64,11 +64,11 @@ def cmd_compile(args: argparse.Namespace) -> None:
     if args.context:
         _compile_llm(args, target)
         return
-    from tasic.frontend.hf import import_model
+    from tasic.frontend.hf import import_model, is_onnx_spec
 
     start = time.perf_counter()
-    shapes_from = "" if str(args.model).lower().endswith(".onnx") else f" (batch {args.batch}, sequence {args.seq_len})"
-    _progress(f"[1/3] importing {args.model}{shapes_from}")
+    sizes = "" if is_onnx_spec(args.model) else f" (batch {args.batch}, sequence {args.seq_len})"  # ONNX has its own
+    _progress(f"[1/3] importing {args.model}{sizes}")
     shapes = _input_shapes(args)
     graph = import_model(args.model, batch=args.batch, seq_len=args.seq_len, input_shapes=shapes)
     unknown = [name for name in shapes if name not in graph.input_names]

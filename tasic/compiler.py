@@ -111,9 +111,7 @@ def compile_module(
     `weights` None makes a timing-only binary (no constants); `tp` > 1 splits the model over chips;
     `quantize` / `calibration` add quantize-fp8 to the default pipeline (see `default_pipeline`).
     """
-    from tasic.passes.lower_to_isa import LoweringError
-    from tasic.passes.quantize_fp8 import QuantizeError
-    from tasic.passes.shard_tensor_parallel import ShardingError
+    from tasic.passes.registry import pass_errors
     from tasic.passes.tiling.builder import DoesNotFitError
 
     if dtype not in FLOAT_DTYPES:
@@ -129,7 +127,7 @@ def compile_module(
             run_pipeline(module, pipeline or default_pipeline(target.spec, dtype, tp, quantize, calibration), progress)
         except DoesNotFitError as err:
             raise CompileError(f"model does not fit target '{target.name}': {err}") from None
-        except (ShardingError, QuantizeError, LoweringError) as err:
+        except pass_errors() as err:
             raise CompileError(str(err)) from None
         stray = next((op for op in module.body.block.ops if not isinstance(op, SymbolOp | EntryOp | IsaOp)), None)
         if stray is not None:

@@ -31,17 +31,14 @@ class TasicOptMain(xDSLOptMain):
 def main() -> None:
     """Console entry point: bad IR, files, pass names or options end in one `error:` line, exit status 1."""
     from tasic.errors import USER_ERRORS
-    from tasic.passes.lower_to_isa import LoweringError
-    from tasic.passes.quantize_fp8 import QuantizeError
-    from tasic.passes.shard_tensor_parallel import ShardingError
-    from tasic.passes.tiling.builder import DoesNotFitError
+    from tasic.passes.registry import pass_errors
 
-    pass_errors = (LoweringError, QuantizeError, ShardingError, DoesNotFitError)
+    user_errors = (ParseError, DiagnosticException, ArgSpecParseError, OSError, ValueError, *USER_ERRORS)
     try:
         TasicOptMain(description="tasic modular optimizer: tasic dialects and passes").run()
     except ModuleNotFoundError as err:  # xDSL's llvm target needs llvmlite
         sys.exit(f"error: this option needs the Python module '{err.name}', which tasic does not install")
-    except (ParseError, DiagnosticException, ArgSpecParseError, OSError, ValueError, *USER_ERRORS, *pass_errors) as err:
+    except (*user_errors, *pass_errors()) as err:
         sys.exit(f"error: {one_line(err)}")
 
 

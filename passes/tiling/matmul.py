@@ -124,10 +124,9 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     norm = following_rms_norm(ctx, final) if chunked and tn == n else None
     # one output tile (down_proj, then the next layer's input norm): the norm runs on it once it is
     # stored, in place, when its row statistics and weight row still fit
-    tile_set = tile_set_bytes(m, n, k, (tm, tn, tk), element_bytes(mxu), output_tiles)
     in_place = norm is None and rope is None and not reduces(steps) and not batch and (tm, tn) == (m, n)
-    in_place = in_place and tile_set + (m + n) * 4 <= ctx.sram_budget
-    if in_place:
+    stats = (m + n) * 4  # the norm's row statistics and weight row
+    if in_place and tile_set_bytes(m, n, k, (tm, tn, tk), element_bytes(mxu), output_tiles) + stats <= ctx.sram_budget:
         norm = following_rms_norm(ctx, final)
     kb = ctx.kernel(loc)
     lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
