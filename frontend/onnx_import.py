@@ -114,6 +114,7 @@ def import_onnx(
 
     block = Block()
     builder = OnnxBuilder(block, WeightStore(), opset)
+    builder.bound_inputs = bool(input_shapes)
     values: dict[str, Operand | None] = {"": None}
     for name, array in initializers.items():
         builder.name_constant(array, name)
@@ -191,13 +192,23 @@ def _input_dims(graph_input: onnx.ValueInfoProto, given: tuple[int, ...] | None)
     for index, dim in enumerate(declared):
         if not dim.HasField("dim_value"):
             label = f" ('{dim.dim_param}')" if dim.dim_param else ""
-            example = "x".join(str(d.dim_value) if d.HasField("dim_value") else "128" for d in declared)
+            example = "x".join(_example_dim(position, d, len(declared)) for position, d in enumerate(declared))
             raise FrontendError(
                 f"input '{graph_input.name}' has a dynamic dimension {index}{label}: pass its shape, "
                 f"e.g. --input-shape {graph_input.name}={example or '1x128'}"
             )
         dims.append(int(dim.dim_value))
     return tuple(dims)
+
+
+def _example_dim(position: int, dim: onnx.TensorShapeProto.Dimension, rank: int) -> str:
+    """A plausible value for a declared dimension in an --input-shape example: its fixed size, 1 for a
+    batch (named so, or the first of several), 128 for another dynamic one (a sequence)."""
+    if dim.HasField("dim_value"):
+        return str(dim.dim_value)
+    named_batch = "batch" in dim.dim_param.lower()
+    unnamed_first = position == 0 and rank > 1 and not any(w in dim.dim_param.lower() for w in ("seq", "len"))
+    return "1" if named_batch or unnamed_first else "128"
 
 
 def _infer_shapes(

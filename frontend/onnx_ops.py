@@ -82,6 +82,8 @@ class OnnxBuilder(TfmEmitter):
         """Graph input and output names (symbols of the binary): no weight takes one."""
         self.value_names: set[str] = set()
         """Every value and initializer name of the graph: only the constant of that name takes one."""
+        self.bound_inputs = False
+        """Whether the user gave input shapes (a shape mismatch then most likely comes from them)."""
 
     # ----------------------------------------------------------------- context
 
@@ -102,6 +104,17 @@ class OnnxBuilder(TfmEmitter):
         message = f"unsupported ONNX operator {self.node.op_type} (node '{node_label(self.node)}', opset {self.opset})"
         message += f": {reason};" if reason else ":"
         raise UnsupportedOpError(message + " supported operators are listed in docs/onnx.md")
+
+    def shape_error(self, reason: str) -> NoReturn:
+        """Raise the one-line error for a node whose operand shapes disagree: the shapes given with
+        --input-shape (or the model itself) are inconsistent, not the operator unsupported."""
+        assert self.node is not None
+        cause = (
+            "check the --input-shape values, which must agree with each other and the model"
+            if self.bound_inputs
+            else "the model's shapes are inconsistent (onnx.checker.check_model(model, full_check=True) shows where)"
+        )
+        raise FrontendError(f"ONNX node '{node_label(self.node)}' ({self.node.op_type}): {reason}; {cause}")
 
     # ---------------------------------------------------------------- emission
 
@@ -211,7 +224,7 @@ def _elementwise(builder: OnnxBuilder, fn: str, a: Operand, b: Operand, result: 
     """A binary op, or tfm.scalar when one side is a single constant number."""
     out_shape = tfm.broadcast_shapes(shape(a), shape(b))
     if out_shape is None:
-        builder.unsupported(f"shapes {shape(a)} and {shape(b)} do not broadcast")
+        builder.shape_error(f"shapes {shape(a)} and {shape(b)} do not broadcast")
     number = _number(b, out_shape)
     if number is not None and isinstance(a, SSAValue):
         return builder.scalar(fn, builder.expand(a, out_shape), number, result)
@@ -279,7 +292,7 @@ def _matmul(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]) 
     l_dims, r_dims = tfm.shape_of(lhs), tfm.shape_of(rhs)
     batch = tfm.broadcast_shapes(l_dims[:-2], r_dims[:-2])
     if batch is None or l_dims[-1] != r_dims[-2]:
-        builder.unsupported(f"shapes {a_dims} and {b_dims} do not multiply")
+        builder.shape_error(f"shapes {a_dims} and {b_dims} do not multiply")
     out = builder.emit(tfm.MatmulOp(lhs, rhs, tensor_type((*batch, l_dims[-2], r_dims[-1]), tfm.element_type(lhs))))
     dims = list(tfm.shape_of(out))
     if len(b_dims) == 1:
@@ -420,7 +433,7 @@ def _where(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]) -
     b = _same_type(builder, b, a)
     dims = tfm.broadcast_shapes(shape(cond), shape(a), shape(b))
     if dims is None:
-        builder.unsupported("operands do not broadcast")
+        builder.shape_error(f"shapes {shape(cond)}, {shape(a)} and {shape(b)} do not broadcast")
     values = [builder.value(v) for v in (cond, a, b)]
     return builder.emit(tfm.WhereOp(*values, tensor_type(dims, tfm.element_type(values[1]))))
 
@@ -590,7 +603,7 @@ def _expand(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]) 
     target = _ints(inputs[1], builder, "shape") or []
     dims = tfm.broadcast_shapes(tfm.shape_of(x), target)
     if dims is None:
-        builder.unsupported(f"shape {tfm.shape_of(x)} does not broadcast to {target}")
+        builder.shape_error(f"shape {tfm.shape_of(x)} does not broadcast to {target}")
     if len(dims) > len(tfm.shape_of(x)):
         x = builder.reshape(x, [1] * (len(dims) - len(tfm.shape_of(x))) + list(tfm.shape_of(x)))
     return builder.expand(x, dims)
@@ -730,6 +743,16 @@ def _identity(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]
     return inputs[0]
 
 
+def _dropout(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]) -> list[Operand]:
+    """Dropout at inference (training_mode absent or false): the input itself, and an all-true mask."""
+    data, training_mode = inputs[0], inputs[2] if len(inputs) > 2 else None
+    if training_mode is not None and not isinstance(training_mode, np.ndarray):
+        builder.unsupported("a run-time training_mode (dropout is compiled for inference)")
+    if training_mode is not None and bool(training_mode):
+        builder.unsupported("training_mode=true (random dropout; export the model in eval mode)")
+    return [data, np.ones(shape(data), dtype=np.bool_)]
+
+
 def _shape(builder: OnnxBuilder, inputs: list[Operand], attrs: dict[str, Any]) -> Operand:
     """Shape of a run-time tensor: a constant (shapes are static)."""
     dims = np.array(shape(inputs[0]), dtype=np.int64)
@@ -805,6 +828,7 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "Or": _logical("max"),
     "IsNaN": _is_nan,
     "Identity": _identity,
+    "Dropout": _dropout,
     "Shape": _shape,
     "Size": _size,
     "Range": _constant_only,

@@ -55,6 +55,10 @@ class TfmEmitter:
         """Raise the importer's one-line unsupported-operator error."""
         raise NotImplementedError
 
+    def shape_error(self, reason: str) -> NoReturn:
+        """Raise the one-line error for operands whose shapes disagree (by default: unsupported)."""
+        self.unsupported(reason)
+
     def emit(self, op: Operation) -> SSAValue:
         """Append `op` with the current location; return its result."""
         op.attributes["loc"] = StringAttr(self.location())
@@ -112,5 +116,5 @@ class TfmEmitter:
         """tfm.binary `fn` of two tensors with broadcasting."""
         dims = tfm.broadcast_shapes(tfm.shape_of(lhs), tfm.shape_of(rhs))
         if dims is None:
-            self.unsupported(f"shapes {tfm.shape_of(lhs)} and {tfm.shape_of(rhs)} do not broadcast")
+            self.shape_error(f"shapes {tfm.shape_of(lhs)} and {tfm.shape_of(rhs)} do not broadcast")
         return self.emit(tfm.BinaryOp(fn, lhs, rhs, tensor_type(dims, result_element or tfm.element_type(lhs))))

@@ -22,6 +22,7 @@ from tasic.errors import USER_ERRORS, UsageError
 
 if TYPE_CHECKING:
     from tasic.backend.target import Target
+    from tasic.frontend.torch_import import ImportedGraph
 
 
 def _progress(message: str) -> None:
@@ -78,6 +79,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
             f" (its inputs: {', '.join(graph.input_names) or 'none'})"
         )
     _progress(f"      {time.perf_counter() - start:.2f}s, {sum(1 for _ in graph.module.walk())} ops")
+    _note_float_outputs(graph, args.dtype)
     _progress(f"[2/3] compiling for {target.name} in {args.dtype}")
     metadata = {"model": str(args.model), "inputs": graph.input_names, "outputs": graph.output_names}
     binary = compile_module(
@@ -92,6 +94,22 @@ def cmd_compile(args: argparse.Namespace) -> None:
         f"HBM {binary.metadata['hbm_bytes']} bytes, SRAM {binary.metadata['sram_bytes']} bytes, "
         f"{time.perf_counter() - start:.1f}s"
     )
+
+
+def _note_float_outputs(graph: ImportedGraph, dtype: str) -> None:
+    """Say so when the model declares outputs of another float type than float32 (f16, f64, bf16): the
+    simulator computes in `dtype` and returns every float output as a float32 array."""
+    from xdsl.dialects import func
+    from xdsl.dialects.builtin import AnyFloat, f32
+
+    main = next(op for op in graph.module.body.block.ops if isinstance(op, func.FuncOp))
+    others = [
+        f"{name} ({element})"
+        for name, result in zip(graph.output_names, main.function_type.outputs.data, strict=True)
+        if isinstance(element := result.element_type, AnyFloat) and element != f32  # type: ignore[attr-defined]
+    ]
+    if others:
+        _progress(f"note: {', '.join(others)} computed in {dtype} and returned as float32 arrays")
 
 
 def _compile_step(args: argparse.Namespace, target: Target) -> None:

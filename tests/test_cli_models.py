@@ -174,3 +174,28 @@ def test_cli_outputs_that_are_inputs(tmp_path: Path) -> None:
         with np.load(out_npz) as data:
             assert data.files == [output]
             np.testing.assert_array_equal(data[output], x)
+
+
+def test_cli_notes_float_outputs_of_another_type(tmp_path: Path) -> None:
+    """An ONNX output declared float16 is computed in the compile dtype and returned as float32: compile says so
+    (and says nothing for a float32 output); the run gives the cast values."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])
+    half = onnx.helper.make_tensor_value_info("half", onnx.TensorProto.FLOAT16, [2, 3])
+    same = onnx.helper.make_tensor_value_info("same", onnx.TensorProto.FLOAT, [2, 3])
+    nodes = [
+        onnx.helper.make_node("Cast", ["x"], ["half"], to=onnx.TensorProto.FLOAT16),
+        onnx.helper.make_node("Neg", ["x"], ["same"]),
+    ]
+    graph = onnx.helper.make_graph(nodes, "casts", [x], [half, same])
+    path = tmp_path / "casts.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), str(path))
+    result = tasic("compile", str(path), "-o", str(tmp_path / "m.tbin"), "--target", "tiny")
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: half (f16) computed in f32 and returned as float32 arrays"]
+    value = np.random.default_rng(3).standard_normal((2, 3)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=value)
+    tasic("run", str(tmp_path / "m.tbin"), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz"))
+    with np.load(tmp_path / "o.npz") as data:
+        assert data["half"].dtype == np.float32
+        np.testing.assert_allclose(data["half"], value.astype(np.float16), rtol=1e-3)  # f32 values, not rounded
+        np.testing.assert_array_equal(data["same"], -value)

@@ -500,6 +500,55 @@ def test_dynamic_dimension_without_shape() -> None:
     assert "--input-shape input_ids=" in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("dims", "example"),
+    [(["batch", 8], "1x8"), (["batch", "sequence"], "1x128"), (["N", "M", 8], "1x128x8"), (["seq_len", 16], "128x16")],
+)
+def test_dynamic_dimension_hint_is_a_plausible_shape(dims: list[int | str], example: str) -> None:
+    """The --input-shape example keeps fixed sizes, takes 1 for a batch (named so, or an unnamed first dim
+    of several) and 128 for a sequence."""
+    model = _typed_model([_node("Relu", ["x"], ["y"])], [_input("x", dims)], [_input("y", dims)])
+    with pytest.raises(FrontendError, match=rf"e\.g\. --input-shape x={example}$"):
+        import_onnx(model)
+
+
+def test_shapes_that_do_not_broadcast_blame_the_input_shapes_given() -> None:
+    """Operands that disagree once --input-shape binds the dynamic dims: the message says to check those values."""
+    model = _typed_model(
+        [_node("Add", ["x", "b"], ["y"])], [_input("x", ["batch", 8])], [_input("y", ["batch", 8])], {"b": _array(3, 8)}
+    )
+    assert import_onnx(model, {"x": (3, 8)}).output_names == ["y"]
+    with pytest.raises(FrontendError) as info:
+        import_onnx(model, {"x": (2, 8)})
+    assert str(info.value) == (
+        "ONNX node 'add_y' (Add): shapes (2, 8) and (3, 8) do not broadcast; "
+        "check the --input-shape values, which must agree with each other and the model"
+    )
+
+
+def test_dropout_at_inference_is_the_identity_with_a_true_mask() -> None:
+    """Dropout without training_mode, or with it false, passes its input through; its mask is all true."""
+    for training in (None, False):
+        inputs, initializers = ["x", "ratio"], {"ratio": np.array(0.5, np.float32)}
+        if training is not None:
+            inputs.append("training")
+            initializers["training"] = np.array(training)
+        model = _model([_node("Dropout", inputs, ["y", "mask"])], [_input("x", [2, 5])], ["y", "mask"], initializers)
+        x = _array(2, 5)
+        y, mask = _simulate(model, {"x": x})
+        np.testing.assert_array_equal(y, x)
+        assert mask.dtype == np.bool_ and mask.shape == (2, 5) and mask.all()
+        _check(model, {"x": x})
+
+
+def test_dropout_in_training_mode_is_refused() -> None:
+    initializers = {"ratio": np.array(0.5, np.float32), "training": np.array(True)}
+    nodes = [_node("Dropout", ["x", "ratio", "training"], ["y"])]
+    model = _model(nodes, [_input("x", [2, 5])], ["y"], initializers)
+    with pytest.raises(UnsupportedOpError, match=r"training_mode=true \(random dropout; export the model in eval mode\)"):
+        import_onnx(model)
+
+
 def test_missing_external_data(tmp_path: Path) -> None:
     model = _model([_node("MatMul", ["x", "w"], ["y"])], [_input("x", [2, 64])], ["y"], {"w": _array(64, 64)})
     path = tmp_path / "model.onnx"
