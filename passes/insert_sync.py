@@ -1,7 +1,7 @@
 """insert-sync: make every cross-engine dependency explicit with semaphores, and no more.
 
 Engines run concurrently and in order. An op that touches memory another engine touched earlier
-(read after write, write after read or write; SRAM byte ranges, HBM buffers by name) waits for a
+(read after write, write after read or write; SRAM byte ranges, HBM byte ranges of DMA windows) waits for a
 token that engine signals after it::
 
     tile.dma_load %x, %a {...}
@@ -39,6 +39,7 @@ from xdsl.passes import ModulePass
 
 from tasic.ir import tile
 from tasic.passes.tiling.builder import tile_bytes
+from tasic.passes.tiling.dtypes import element_bytes
 
 ENGINES = ("dma_load", "dma_store", "mxu", "vpu", "link")
 FORWARD, CARRIED, TOP = 0, 1, 2
@@ -47,8 +48,12 @@ HUB = "dma_load"
 UNKNOWN = -(1 << 40)
 """A clock entry for "nothing known"; stays far below any item index when shifted by iterations."""
 
-Resource = tuple[str, object, int]
-"""("sram", first byte, end byte) or ("hbm", buffer name, 0)."""
+Resource = tuple[str, object, int, int]
+"""("sram", None, first byte, end byte) or ("hbm", buffer name, first byte, end byte) of the bytes an op may
+touch (an HBM window's bounding range over every iteration of its loops; a whole buffer when rows are
+indexed at run time)."""
+WHOLE = (0, 1 << 62)
+"""The byte range of a whole HBM buffer."""
 Clock = dict[str, int]
 """Per engine P: P's work up to this item of the block is known to have completed."""
 Pair = tuple[str, str]
@@ -123,37 +128,64 @@ class Summary:
     last: dict[str, int]
 
 
-def _resource(value: SSAValue) -> Resource:
+def _resource(value: SSAValue, span: tuple[int, int] = WHOLE) -> Resource:
+    """The SRAM tile's bytes, or bytes `span` of the HBM buffer (a name: lower-to-isa places the buffers of
+    one name at one address)."""
     owner = value.owner
     if isinstance(owner, tile.SramBufferOp):
         start = owner.int_prop("offset")
-        return ("sram", start, start + tile_bytes(owner.result.type))
-    if isinstance(owner, tile.HbmBufferOp):
-        return ("hbm", owner.sym.data, 0)  # lower-to-isa places the buffers of one name at one address
-    return ("hbm", value, 0)
+        return ("sram", None, start, start + tile_bytes(owner.result.type))
+    name = owner.sym.data if isinstance(owner, tile.HbmBufferOp) else value
+    return ("hbm", name, *span)
+
+
+def _window(op: tile.DmaLoadOp | tile.StoreOp | tile.DmaGatherOp | tile.DmaScatterOp, value: SSAValue) -> Resource:
+    """The HBM bytes a strided window may touch in any iteration of its enclosing loops: its first and last
+    element along rows, columns and each loop, whichever way the strides go. Gathered or scattered rows are
+    the first `rows` elements of the index window."""
+    rows, cols = op.int_prop("rows"), op.int_prop("cols")
+    strides = tile.int_list(op.loop_strides)
+    if isinstance(op, tile.DmaGatherOp | tile.DmaScatterOp):
+        extents = [(1, rows - 1)]
+    else:
+        extents = [(op.int_prop("row_stride"), rows - 1), (op.int_prop("col_stride"), cols - 1)]
+    extents += [(stride, loop.count.value.data - 1) for stride, loop in zip(strides, _enclosing_loops(op), strict=True)]
+    first = last = op.int_prop("offset")
+    for stride, steps in extents:
+        reach = stride * steps
+        first, last = first + min(0, reach), last + max(0, reach)
+    element = element_bytes(value.type.element_type)  # type: ignore[attr-defined]
+    return _resource(value, (first * element, (last + 1) * element))
+
+
+def _enclosing_loops(op: Operation) -> list[tile.LoopOp]:
+    """The tile.loop ops around `op` in its kernel, outermost first (the order of its loop strides)."""
+    loops = []
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, tile.KernelOp):
+        if isinstance(parent, tile.LoopOp):
+            loops.append(parent)
+        parent = parent.parent_op()
+    return loops[::-1]
 
 
 def _overlap(a: Resource, b: Resource) -> bool:
-    if a[0] != b[0]:
-        return False
-    if a[0] == "hbm":
-        return a[1] == b[1]
-    return a[1] < b[2] and b[1] < a[2]  # type: ignore[operator]
+    return a[0] == b[0] and a[1] == b[1] and a[2] < b[3] and b[2] < a[3]  # type: ignore[operator]
 
 
 def leaf_of(op: Operation) -> Leaf | None:
     """Engine, reads and writes of a tile op (None for structure ops)."""
     r = _resource
     if isinstance(op, tile.DmaLoadOp):
-        return Leaf(op, "dma_load", [r(op.source)], [r(op.dest)])
+        return Leaf(op, "dma_load", [_window(op, op.source)], [r(op.dest)])
     if isinstance(op, tile.DmaGatherOp):
-        return Leaf(op, "dma_load", [r(op.table), r(op.ids)], [r(op.dest)])
+        return Leaf(op, "dma_load", [r(op.table), _window(op, op.ids)], [r(op.dest)])
     if isinstance(op, tile.DmaScatterOp):
-        return Leaf(op, "dma_store", [r(op.source), r(op.ids)], [r(op.table)])
+        return Leaf(op, "dma_store", [r(op.source), _window(op, op.ids)], [r(op.table)])
     if isinstance(op, tile.DmaStoreOp):
-        return Leaf(op, "dma_store", [r(op.source)], [r(op.dest)])
+        return Leaf(op, "dma_store", [r(op.source)], [_window(op, op.dest)])
     if isinstance(op, tile.LinkSendOp):
-        return Leaf(op, "link", [r(op.source)], [r(op.dest)])
+        return Leaf(op, "link", [r(op.source)], [_window(op, op.dest)])
     if isinstance(op, tile.MatmulOp):
         return Leaf(op, "mxu", [r(op.lhs), r(op.rhs), r(op.acc)], [r(op.acc)])
     if isinstance(op, tile.UnaryOp | tile.ScalarOp | tile.ReduceOp):
@@ -252,27 +284,22 @@ class _Accesses:
     """The latest reads and writes of one engine by resource: the index of the op."""
 
     def __init__(self) -> None:
-        self.hbm: tuple[dict[object, int], dict[object, int]] = ({}, {})
-        self.sram: tuple[_IntervalMax, _IntervalMax] = (_IntervalMax(), _IntervalMax())
+        self.spans: tuple[dict[object, _IntervalMax], dict[object, _IntervalMax]] = ({}, {})
+        """Per kind (read, write): per memory (None for SRAM, else the HBM buffer's name) its byte ranges."""
 
     def record(self, leaf: Leaf, index: int) -> None:
         """`leaf`, the op at `index`, read and wrote its resources."""
         for kind, resources in ((0, leaf.reads), (1, leaf.writes)):
-            for res in resources:
-                if res[0] == "hbm":
-                    self.hbm[kind][res[1]] = index
-                else:
-                    self.sram[kind].paint(res[1], res[2], index)  # type: ignore[arg-type]
+            for _, memory, start, end in resources:
+                self.spans[kind].setdefault(memory, _IntervalMax()).paint(start, end, index)
 
     def latest_conflict(self, leaf: Leaf) -> int:
         """Index of the latest recorded op that conflicts with `leaf` (-1 if none)."""
         latest = -1
         for kind, resources in ((1, leaf.reads + leaf.writes), (0, leaf.writes)):
-            for res in resources:
-                if res[0] == "hbm":
-                    latest = max(latest, self.hbm[kind].get(res[1], -1))
-                else:
-                    latest = max(latest, self.sram[kind].query(res[1], res[2]))  # type: ignore[arg-type]
+            for _, memory, start, end in resources:
+                if (spans := self.spans[kind].get(memory)) is not None:
+                    latest = max(latest, spans.query(start, end))
         return latest
 
 

@@ -3,7 +3,8 @@
 `check_sync` replays a synchronised module: it unrolls the loops of each function, matches every
 wait with the oldest unmatched signal of its semaphore (as the hardware does), propagates vector
 clocks through the matches and asserts that every pair of engine ops touching the same memory
-(SRAM bytes, HBM buffers by name; one of them writing) is ordered in program order.
+(SRAM bytes of whole tiles; the HBM bytes of each DMA window in its own iteration, computed here
+independently of the pass; one of them writing) is ordered in program order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Block, Operation
+from xdsl.ir import Block, Operation, SSAValue
 from xdsl.parser import Parser
 
 from tasic.backend.target import load_target
@@ -24,6 +25,7 @@ from tasic.frontend.llama_step import BatchStep, LlamaConfig, build_step
 from tasic.ir import tile
 from tasic.ir.dialects import tasic_context
 from tasic.passes.insert_sync import ENGINES, InsertSyncPass, leaf_of
+from tasic.passes.tiling.dtypes import element_bytes
 
 VARIANTS = [
     "insert-sync",
@@ -39,14 +41,76 @@ SMALL = LlamaConfig(
 )  # fmt: skip
 SMALL_STEP = BatchStep(prefill=40, decode_groups=((3, 50), (2, 90)))
 
+Span = tuple[str, object, int, int]
+"""(memory kind, SRAM None or HBM buffer name, first byte, end byte)."""
 
-def _sync_ops(block: Block) -> Iterator[Operation]:
+
+def _sync_ops(block: Block, iterations: tuple[int, ...] = ()) -> Iterator[tuple[Operation, tuple[int, ...]]]:
+    """Every op of the block in execution order, with the iteration of each enclosing loop."""
     for op in block.ops:
         if isinstance(op, tile.LoopOp):
-            for _ in range(op.count.value.data):
-                yield from _sync_ops(op.body.block)
+            for i in range(op.count.value.data):
+                yield from _sync_ops(op.body.block, (*iterations, i))
         elif not isinstance(op, tile.SramBufferOp):
-            yield op
+            yield op, iterations
+
+
+def _hbm(value: SSAValue, first: int, last: int) -> Span:
+    """Elements first..last of an HBM buffer as a byte span (the buffers of one name share their bytes)."""
+    owner = value.owner
+    name = owner.sym.data if isinstance(owner, tile.HbmBufferOp) else value
+    element = element_bytes(value.type.element_type)  # type: ignore[attr-defined]
+    return ("hbm", name, first * element, (last + 1) * element)
+
+
+def _window(op: Operation, value: SSAValue, iterations: tuple[int, ...], indexed: bool = False) -> Span:
+    """The HBM bytes of a DMA window in this iteration: an indexed op's index rows, else rows x cols."""
+    first = op.int_prop("offset") + sum(i * s for i, s in zip(iterations, tile.int_list(op.loop_strides), strict=True))
+    rows, cols = op.int_prop("rows"), op.int_prop("cols")
+    reaches = (
+        [rows - 1] if indexed else [(rows - 1) * op.int_prop("row_stride"), (cols - 1) * op.int_prop("col_stride")]
+    )
+    low = first + sum(min(0, r) for r in reaches)
+    return _hbm(value, low, first + sum(max(0, r) for r in reaches))
+
+
+def _whole(value: SSAValue) -> Span:
+    return _hbm(value, 0, 1 << 60)
+
+
+def accesses(op: Operation, iterations: tuple[int, ...]) -> tuple[str, list[Span], list[Span]] | None:
+    """Engine, reads and writes of one execution of an engine op (None for other ops)."""
+    leaf = leaf_of(op)
+    if leaf is None:
+        return None
+    reads = [r for r in leaf.reads if r[0] == "sram"]
+    writes = [w for w in leaf.writes if w[0] == "sram"]
+    if isinstance(op, tile.DmaLoadOp):
+        reads.append(_window(op, op.source, iterations))
+    elif isinstance(op, tile.DmaStoreOp | tile.LinkSendOp):
+        writes.append(_window(op, op.dest, iterations))
+    elif isinstance(op, tile.DmaGatherOp):
+        reads += [_whole(op.table), _window(op, op.ids, iterations, indexed=True)]
+    elif isinstance(op, tile.DmaScatterOp):
+        reads.append(_window(op, op.ids, iterations, indexed=True))
+        writes.append(_whole(op.table))
+    return leaf.engine, reads, writes
+
+
+def _overlap(a: Span, b: Span) -> bool:
+    return a[0] == b[0] and a[1] == b[1] and a[2] < b[3] and b[2] < a[3]  # type: ignore[operator]
+
+
+def _conflict(first: tuple[str, list[Span], list[Span]], second: tuple[str, list[Span], list[Span]]) -> bool:
+    _, reads_a, writes_a = first
+    _, reads_b, writes_b = second
+    return any(_overlap(w, x) for w in writes_a for x in reads_b + writes_b) or any(
+        _overlap(x, w) for x in reads_a for w in writes_b
+    )
+
+
+def _memories(spans: list[Span]) -> set[object]:
+    return {(kind, name) for kind, name, *_ in spans}
 
 
 def check_sync(module: ModuleOp) -> tuple[int, int]:
@@ -54,21 +118,13 @@ def check_sync(module: ModuleOp) -> tuple[int, int]:
     ops = syncs = 0
     for function in module.body.block.ops:
         kernels = [k for k in function.walk() if isinstance(k, tile.KernelOp)]
-        leaves = {o: leaf for k in kernels for o in k.walk() if (leaf := leaf_of(o)) is not None}
-        order = list(leaves)
-        conflicts: dict[Operation, list[Operation]] = {o: [] for o in order}
-        for n, a in enumerate(order):
-            for b in order[n + 1 :]:
-                first, second = leaves[a], leaves[b]
-                if first.engine != second.engine and _conflict(first.reads, first.writes, second.reads, second.writes):
-                    conflicts[a].append(b)
-                    conflicts[b].append(a)
         clocks = [[0] * len(ENGINES) for _ in ENGINES]
         tokens: dict[int, deque[list[int]]] = {}
-        stamps: dict[Operation, tuple[int, int]] = {}
         engines_of: dict[tuple[int, str], str] = {}
+        # per memory: the executions that touched it so far, (accesses, engine index, stamp), latest last
+        history: dict[object, list[tuple[tuple[str, list[Span], list[Span]], int, int]]] = {}
         for kernel in kernels:
-            for op in _sync_ops(kernel.body.block):
+            for op, iterations in _sync_ops(kernel.body.block):
                 if isinstance(op, tile.SignalOp | tile.WaitOp):
                     syncs += 1
                     sem, engine = op.int_prop("sem"), ENGINES.index(op.engine.data)
@@ -81,29 +137,27 @@ def check_sync(module: ModuleOp) -> tuple[int, int]:
                         assert tokens.get(sem), f"{kernel.loc.data}: wait on s{sem} before its signal"
                         clocks[engine] = [max(a, b) for a, b in zip(clocks[engine], tokens[sem].popleft(), strict=True)]
                     continue
+                this = accesses(op, iterations)
+                if this is None:
+                    continue
                 ops += 1
-                engine = ENGINES.index(leaves[op].engine)
+                engine = ENGINES.index(this[0])
                 clocks[engine][engine] += 1
-                for other in conflicts[op]:
-                    stamp = stamps.get(other)
-                    assert stamp is None or clocks[engine][stamp[0]] >= stamp[1], (
-                        f"{kernel.loc.data}: {other.name} on {ENGINES[stamp[0]]} and {op.name} on"
-                        f" {ENGINES[engine]} are not ordered"
-                    )
-                stamps[op] = (engine, clocks[engine][engine])
+                memories = _memories(this[1] + this[2])
+                for memory in memories:
+                    checked = {engine}  # per other engine its latest conflicting execution: earlier ones precede it
+                    for other, other_engine, stamp in reversed(history.get(memory, [])):
+                        if other_engine in checked or not _conflict(other, this):
+                            continue
+                        checked.add(other_engine)
+                        assert clocks[engine][other_engine] >= stamp, (
+                            f"{kernel.loc.data}: an op on {ENGINES[other_engine]} and {op.name} on"
+                            f" {ENGINES[engine]} are not ordered"
+                        )
+                for memory in memories:
+                    history.setdefault(memory, []).append((this, engine, clocks[engine][engine]))
         assert not any(tokens.values()), "tokens left over at the end"
     return ops, syncs
-
-
-def _conflict(reads_a: list, writes_a: list, reads_b: list, writes_b: list) -> bool:
-    def overlap(a: tuple, b: tuple) -> bool:
-        if a[0] != b[0]:
-            return False
-        return a[1] == b[1] if a[0] == "hbm" else a[1] < b[2] and b[1] < a[2]
-
-    return any(overlap(w, x) for w in writes_a for x in reads_b + writes_b) or any(
-        overlap(x, w) for x in reads_a for w in writes_b
-    )
 
 
 def _step(config: LlamaConfig, step: BatchStep, target: str, tp: int, sync: str) -> ModuleOp:

@@ -161,3 +161,41 @@ func.func @dependent() {
 // CHECK-NEXT:   tile.wait {engine = "dma_store", sem = 40 : i64}
 // CHECK-NEXT:   tile.dma_store
 // CHECK-NEXT: }
+
+// @rows: HBM dependencies are byte ranges. Kernel "a" stores rows 0-3 of %t in a loop (its window's
+// range over all iterations), "b" loads rows 4-7 (disjoint: no token, its load may run before a's
+// stores) and "c" loads rows 3-4, which a's last iteration wrote (a store -> load token, sem 44).
+
+func.func @rows() {
+  %t = tile.hbm {name = "t", kind = "temp"} : memref<8x16xf32, "hbm">
+  tile.kernel "a" {
+    %a = tile.sram {offset = 0 : i64} : memref<2x16xf32, "sram">
+    tile.loop 2 : i64 {
+      tile.dma_store %a, %t {rows = 2 : i64, cols = 16 : i64, offset = 0 : i64, row_stride = 16 : i64, col_stride = 1 : i64, loop_strides = [32 : i64], sram_offset = 0 : i64} : memref<2x16xf32, "sram">, memref<8x16xf32, "hbm">
+    }
+  }
+  tile.kernel "b" {
+    %b = tile.sram {offset = 1024 : i64} : memref<4x16xf32, "sram">
+    tile.dma_load %t, %b {rows = 4 : i64, cols = 16 : i64, offset = 64 : i64, row_stride = 16 : i64, col_stride = 1 : i64, loop_strides = [], sram_offset = 0 : i64} : memref<8x16xf32, "hbm">, memref<4x16xf32, "sram">
+  }
+  tile.kernel "c" {
+    %c = tile.sram {offset = 2048 : i64} : memref<2x16xf32, "sram">
+    tile.dma_load %t, %c {rows = 2 : i64, cols = 16 : i64, offset = 48 : i64, row_stride = 16 : i64, col_stride = 1 : i64, loop_strides = [], sram_offset = 0 : i64} : memref<8x16xf32, "hbm">, memref<2x16xf32, "sram">
+  }
+  func.return
+}
+
+// CHECK-LABEL: func.func @rows
+// CHECK:      tile.loop 2 : i64 {
+// CHECK-NEXT:   tile.dma_store
+// CHECK-NEXT: }
+// CHECK-NEXT: tile.signal {engine = "dma_store", sem = 44 : i64}
+// CHECK-NEXT: }
+// CHECK-NEXT: tile.kernel "b" {
+// CHECK-NEXT:   %b = tile.sram
+// CHECK-NEXT:   tile.dma_load
+// CHECK-NEXT: }
+// CHECK-NEXT: tile.kernel "c" {
+// CHECK-NEXT:   %c = tile.sram
+// CHECK-NEXT:   tile.wait {engine = "dma_load", sem = 44 : i64}
+// CHECK-NEXT:   tile.dma_load
