@@ -303,6 +303,70 @@ def test_flash_attention(target: str, causal: bool, sq: int, sk: int, small_sram
     np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("rolled", [False, True])
+def test_flash_attention_with_kv_heads_per_item(heads: int, rolled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items of several KV heads (one batched product per head in each matrix instruction, their score rows
+    stacked for the vector engine), pipelined and rolled, match the reference; the rolled kernel equals
+    the pipelined one bit for bit."""
+    from tasic.passes.tiling import attention, attention_pipeline
+
+    monkeypatch.setattr(attention_pipeline, "_best_flash", lambda *_: (32, 48, heads))  # tq, kb, heads
+    q_type, kv_type = "tensor<1x4x100x8xf32>", "tensor<1x2x130x8xf32>"
+    ir = f"""
+    func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
+      %o = tfm.attention %q, %k, %v {{causal = true, scale = 0.35355339 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
+      func.return %o : {q_type}
+    }}"""
+    q = RNG.standard_normal((1, 4, 100, 8)).astype(np.float32)
+    k = RNG.standard_normal((1, 2, 130, 8)).astype(np.float32)
+    v = RNG.standard_normal((1, 2, 130, 8)).astype(np.float32)
+    scores = q @ np.repeat(k, 2, axis=1).transpose(0, 1, 3, 2) * 0.35355339
+    scores = np.where(np.tril(np.ones((100, 130), bool), k=30), scores, -np.inf)
+    ref = _softmax(scores) @ np.repeat(v, 2, axis=1)
+    pipelined = run(ir, {"q": q, "k": k, "v": v}, {}, "tiny")["o"]
+    np.testing.assert_allclose(pipelined, ref, atol=2e-5, rtol=1e-5)
+    if rolled:
+        monkeypatch.setattr(attention, "GROUP_MAX_ITEMS", 0)
+        monkeypatch.setattr(attention, "FLASH_MAX_ITEMS", 0)
+        np.testing.assert_array_equal(run(ir, {"q": q, "k": k, "v": v}, {}, "tiny")["o"], pipelined)
+
+
+def test_seed_prefill_stacks_kv_heads_and_is_faster_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On sohu-like, Llama-3-70B's 2048-token prefill attention (64 heads on 8 KV heads) is planned with
+    several KV heads per item: each matrix instruction is a batch of products that fills more of the 32
+    arrays than one 8-head group can, and the vector engine's instructions cover more rows. Timed, it
+    beats the same query tiles and key blocks with one KV head per item."""
+    from tasic.isa_sim import simulate_timing
+    from tasic.passes.tiling import attention_pipeline
+
+    q_type, kv_type = "tensor<1x64x2048x128xbf16>", "tensor<1x8x2048x128xbf16>"
+    ir = f"""
+    func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
+      %o = tfm.attention %q, %k, %v {{causal = true, scale = 0.088388 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
+      func.return %o : {q_type}
+    }}"""
+    target = load_target("sohu-like")
+    chosen: list[tuple[int, int, int]] = []
+    best_flash = attention_pipeline._best_flash
+
+    def recorded(*args: object) -> tuple[int, int, int] | None:
+        choice = best_flash(*args)  # type: ignore[arg-type]
+        chosen.append(choice)  # type: ignore[arg-type]
+        return choice
+
+    def cycles() -> int:
+        binary = compile_module(Parser(tasic_context(), ir).parse_module(), None, target, "bf16")
+        return simulate_timing(binary, target).total_cycles
+
+    monkeypatch.setattr(attention_pipeline, "_best_flash", recorded)
+    stacked = cycles()
+    tq, kb, heads = chosen[0]
+    assert heads > 1
+    monkeypatch.setattr(attention_pipeline, "_best_flash", lambda *_: (tq, kb, 1))
+    assert stacked < cycles()
+
+
 def test_pipelined_flash_attention_equals_the_rolled_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """The software-pipelined flash kernel starts each query tile's statistics with its first block's
     softmax (no fills, no rescale by e^-inf, P V overwriting O); the rolled kernel (used past

@@ -14,15 +14,16 @@ from tasic.ir import tfm, tile
 from tasic.passes.tiling.attention_pipeline import (
     FLASH_MAX_ITEMS,
     BlockTiles,
-    DecodePlan,
     FlashPlan,
     Item,
     UnitTiles,
     alternated,
     block_scores,
     decode_plan,
+    decode_work,
     emit_pipelined,
     finish,
+    flash_applies,
     flash_plan,
     interleaved,
     item_loc,
@@ -41,7 +42,7 @@ from tasic.passes.tiling.kernels import ROW_TILE_MAX, loc_of, softmax_rows
 
 ITEMS_PER_KERNEL = 2
 """Items (query tiles, chunks of decoding sequences) per kernel of a single attention op."""
-FLASH_FRACTION = 0.6
+FLASH_FRACTION = 0.35
 """SRAM share of the prefill items' tiles in a kernel shared with decode items (which share the rest)."""
 GROUP_MAX_ITEMS = 128
 """Independent attention ops with more items than this keep a kernel each."""
@@ -91,11 +92,14 @@ def _rolled_query_tile(ctx: TileContext, plan: FlashPlan, q0: int, nq: int) -> N
     """One kernel for a query tile of every batch and KV head, full key blocks in a rolled loop."""
     mxu = ctx.mxu_type
     kern = ctx.kernel(loc_of(plan.op))
-    rows, d, dv, kb = plan.rows, plan.d, plan.dv, plan.kb
+    rows, d, dv, kb, heads = plan.stacked, plan.d, plan.dv, plan.kb, plan.heads
     stats = (kern.sram(shape, f32) for shape in ((rows, dv), *[(rows, 1)] * 4))
     unit = UnitTiles(kern.sram((rows, d), mxu), *stats)
     block = BlockTiles(
-        kern.sram((d, kb), mxu), kern.sram((kb, dv), mxu), kern.sram((rows, kb), f32), kern.sram((rows, kb), mxu)
+        kern.sram((heads * d, kb), mxu),
+        kern.sram((heads * kb, dv), mxu),
+        kern.sram((rows, kb), f32),
+        kern.sram((rows, kb), mxu),
     )
     full_blocks, masked = plan.blocks(q0, nq)
 
@@ -106,7 +110,7 @@ def _rolled_query_tile(ctx: TileContext, plan: FlashPlan, q0: int, nq: int) -> N
         def key_block(k0: Pos, nk: int, diagonal: int | None) -> None:
             block_scores(kern, plan, unit, block, (b, hk, k0), nk)
             mask_scores(kern, plan, block, nk, diagonal)
-            online_softmax(kern, unit, block, rows, dv, nk)
+            online_softmax(kern, plan, unit, block, nk)
 
         kern.tiled_range(full_blocks * kb, kb, lambda k0, nk: key_block(k0, nk, None))
         for k0, nk, diagonal in masked:
@@ -114,7 +118,7 @@ def _rolled_query_tile(ctx: TileContext, plan: FlashPlan, q0: int, nq: int) -> N
         finish(kern, plan, unit, b, hk, q0, nq)
 
     batch, kv_heads = plan.q.shape[0], plan.k_t.shape[1]
-    kern.tiled_range(batch, 1, lambda b, _n: kern.tiled_range(kv_heads, 1, lambda hk, _m: body(b, hk)))
+    kern.tiled_range(batch, 1, lambda b, _n: kern.tiled_range(kv_heads, heads, lambda hk, _m: body(b, hk)))
 
 
 def attention_group(ctx: TileContext, ops: list[tfm.AttentionOp]) -> bool:
@@ -123,18 +127,21 @@ def attention_group(ctx: TileContext, ops: list[tfm.AttentionOp]) -> bool:
     another form, or their items do not fit SRAM together (nothing is emitted then)."""
     if not (ctx.flash and ctx.decode_batch):
         return False
-    kinds = [flash_plan(ctx, op) is not None for op in ops]
-    mixed = any(kinds) and not all(kinds)  # prefill and decode items share the kernel's SRAM
+    decodes = [op for op in ops if not flash_applies(ctx, op)]
+    mixed = 0 < len(decodes) < len(ops)  # prefill and decode items share the kernel's SRAM
     flash_budget = int(ctx.sram_budget * FLASH_FRACTION) if mixed else ctx.sram_budget
     decode_budget = ctx.sram_budget - flash_budget if mixed else ctx.sram_budget
-    plans: list[FlashPlan | DecodePlan] = []
-    for op, is_flash in zip(ops, kinds, strict=True):
-        plan = flash_plan(ctx, op, flash_budget) if is_flash else decode_plan(ctx, op, decode_budget)
-        if plan is None:
-            return False
-        plans.append(plan)
-    prefill: list[Item] = [i for p in plans if isinstance(p, FlashPlan) for i in p.items(p.units())]
-    decode: list[Item] = [i for p in plans if isinstance(p, DecodePlan) for i in p.items()]
+    decode_plans = [decode_plan(ctx, op, decode_budget) for op in decodes]
+    if None in decode_plans:
+        return False
+    # the prefill's tiling is chosen knowing the decode items' work in the same kernel
+    shared = [decode_work(ctx, plan) for plan in decode_plans if plan is not None]
+    shared_work = (sum(w[0] for w in shared), sum(w[1] for w in shared))
+    flash_plans = [flash_plan(ctx, op, flash_budget, shared_work) for op in ops if op not in decodes]
+    if None in flash_plans:
+        return False
+    prefill: list[Item] = [i for p in flash_plans if p is not None for i in p.items(p.units())]
+    decode: list[Item] = [i for p in decode_plans if p is not None for i in p.items()]
     items = interleaved(prefill, decode) if prefill else decode
     if len(items) > GROUP_MAX_ITEMS or sram_bytes(items, element_bytes(ctx.mxu_type)) > ctx.sram_budget:
         return False

@@ -24,6 +24,8 @@ between them::
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -33,7 +35,7 @@ from xdsl.ir import Attribute, SSAValue
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import KernelBuilder, Pos
 from tasic.passes.tiling.context import TileContext
-from tasic.passes.tiling.dtypes import element_bytes
+from tasic.passes.tiling.dtypes import dtype_name, element_bytes
 from tasic.passes.tiling.epilogue import saturate
 from tasic.passes.tiling.kernels import ROW_TILE_MAX, loc_of
 from tasic.passes.tiling.views import View
@@ -77,8 +79,9 @@ def _softcap(op: tfm.AttentionOp) -> float | None:
 
 @dataclass(frozen=True)
 class FlashPlan:
-    """How one prefill attention op is tiled: query tiles of `tq` queries (`rows` stacked GQA rows),
-    key blocks of `kb` keys."""
+    """How one prefill attention op is tiled: query tiles of `tq` queries (`rows` stacked GQA rows per
+    KV head), key blocks of `kb` keys, `heads` KV heads per item: each matrix instruction is `heads`
+    products (`batch`), and the vector engine works on their `stacked` rows at once."""
 
     op: tfm.AttentionOp
     q: View
@@ -92,6 +95,12 @@ class FlashPlan:
     tq: int
     group: int
     out_scale: float | None = None  # the result is stored quantised by it (kernels.place_concat_inputs)
+    heads: int = 1
+
+    @property
+    def stacked(self) -> int:
+        """Rows of an item's score tile: `rows` for each of its KV heads."""
+        return self.heads * self.rows
 
     def blocks(self, q0: int, nq: int) -> tuple[int, list[tuple[int, int, int | None]]]:
         """Full blocks of kb keys (every row sees every key) and the (start, keys, diagonal) blocks after
@@ -118,11 +127,26 @@ class FlashPlan:
         blocks = [self.blocks(q0, min(self.tq, sq - q0)) for q0 in range(0, sq, self.tq)]
         return max(self.kb if full else max((keys for _, keys, _ in rest), default=1) for full, rest in blocks)
 
+    def block_kinds(self) -> Counter[tuple[int, bool, bool, bool]]:
+        """How many items of each (keys, masked, first of its tile, last of its tile) `items` gives, counted
+        per query tile (every batch and KV head item of a tile has the same blocks)."""
+        batch, _, sq, _ = self.q.shape
+        per_tile = batch * (self.k_t.shape[1] // self.heads)
+        kinds: Counter[tuple[int, bool, bool, bool]] = Counter()
+        for q0 in range(0, sq, self.tq):
+            full_blocks, rest = self.blocks(q0, min(self.tq, sq - q0))
+            blocks = [(self.kb, False)] * full_blocks + [(keys, diagonal is not None) for _, keys, diagonal in rest]
+            for i, (keys, masked) in enumerate(blocks):
+                kinds[keys, masked, i == 0, i == len(blocks) - 1] += per_tile
+        return kinds
+
     def units(self) -> list[tuple[int, int, int]]:
         """(batch, first query, KV head) of every query tile."""
         batch, _, sq, _ = self.q.shape
         kv_heads = self.k_t.shape[1]
-        return [(b, q0, hk) for q0 in range(0, sq, self.tq) for b in range(batch) for hk in range(kv_heads)]
+        return [
+            (b, q0, hk) for q0 in range(0, sq, self.tq) for b in range(batch) for hk in range(0, kv_heads, self.heads)
+        ]
 
     def items(self, units: list[tuple[int, int, int]]) -> list[FlashItem]:
         """Every key block of the given query tiles, in order."""
@@ -140,45 +164,149 @@ class FlashPlan:
 
     def unit_bytes(self, mxu_bytes: int) -> int:
         """SRAM bytes of one query tile's tiles."""
-        return self.rows * (self.d * mxu_bytes + self.dv * 4 + 5 * 4)
+        return self.stacked * (self.d * mxu_bytes + self.dv * 4 + 5 * 4)
 
     def block_bytes(self, mxu_bytes: int) -> int:
         """SRAM bytes of one key block's keys, scores and probabilities (two sets)."""
-        return self.rows * self.kb * (4 + mxu_bytes) + self.kb * self.d * mxu_bytes
+        return self.stacked * self.kb * (4 + mxu_bytes) + self.heads * self.kb * self.d * mxu_bytes
 
     def value_bytes(self, mxu_bytes: int) -> int:
         """SRAM bytes of one key block's values (VALUE_SETS sets)."""
-        return self.kb * self.dv * mxu_bytes
+        return self.heads * self.kb * self.dv * mxu_bytes
+
+    def pipelined_bytes(self, mxu_bytes: int) -> int:
+        """SRAM bytes of the pipelined kernel's flash tile sets (`emit_pipelined`)."""
+        blocks = 2 * self.block_bytes(mxu_bytes) + VALUE_SETS * self.value_bytes(mxu_bytes)
+        return UNIT_SETS * self.unit_bytes(mxu_bytes) + blocks
 
 
-def flash_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None) -> FlashPlan | None:
+def flash_applies(ctx: TileContext, op: tfm.AttentionOp) -> bool:
+    """Whether `op` is a long attention (prefill) that flash tiling handles: no mask or window, more
+    than FLASH_MIN_KEYS keys, more than one query."""
+    sk, sq = tfm.shape_of(op.key)[2], tfm.shape_of(op.query)[2]
+    return op.mask is None and op.window is None and sk > FLASH_MIN_KEYS and sq > 1
+
+
+def flash_plan(
+    ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None, shared: Work = (0.0, 0.0)
+) -> FlashPlan | None:
     """The flash tiling of a long attention (prefill) whose pipelined tile sets fit `budget` bytes of
-    SRAM (all the kernel may use by default), or None."""
+    SRAM (all the kernel may use by default), or None. Of the query tiles (FLASH_ROWS stacked rows per
+    KV head, halved while a product keeps a whole row fold of the arrays), key blocks (FLASH_KEYS,
+    halved) and KV heads per item (divisors of the KV heads), the one whose kernel `flash_work`
+    estimates fastest when it also carries `shared` work (decode items in the same kernel); the least
+    SRAM among equals."""
+    if not flash_applies(ctx, op):
+        return None
     budget = budget or ctx.sram_budget
     q, k, v = ctx.view_of(op.query), ctx.view_of(op.key), ctx.view_of(op.value)
     _, heads, sq, d = q.shape
     kv_heads, sk, dv = k.shape[1], k.shape[2], v.shape[3]
     group = heads // kv_heads
-    if op.mask is not None or op.window is not None or sk <= FLASH_MIN_KEYS or sq == 1:
-        return None
-    eb = element_bytes(ctx.mxu_type)
-    tq, kb = min(sq, max(1, FLASH_ROWS // group)), min(sk, FLASH_KEYS)
-
-    def need(tq: int, kb: int) -> int:
-        rows = group * tq
-        blocks = 2 * (rows * kb * (4 + eb) + kb * d * eb) + VALUE_SETS * kb * dv * eb
-        return UNIT_SETS * rows * (d * eb + dv * 4 + 5 * 4) + blocks
-
-    while need(tq, kb) > budget and (kb > 16 or tq > 1):
-        if kb > 16 and kb * group >= tq:
-            kb //= 2
-        else:
-            tq //= 2
-    if need(tq, kb) > budget:
-        return None
     out, scale = ctx.output_view(op.result), ctx.store_scales.get(op.result)
-    plan = FlashPlan(op, q, k.permute([0, 1, 3, 2]), v, out, group * tq, d, dv, kb, tq, group, scale)
-    return replace(plan, kb=plan.largest_block())
+    plan = FlashPlan(op, q, k.permute([0, 1, 3, 2]), v, out, group * sq, d, dv, sk, sq, group, scale)
+    key = (q.shape, k.shape, v.shape, op.causal.value.data, budget, shared)
+    if key not in ctx.flash_choices:  # the layers of a model have the same attention: searched once
+        ctx.flash_choices[key] = _best_flash(ctx, plan, budget, shared)
+    choice = ctx.flash_choices[key]
+    return replace(plan, rows=group * choice[0], tq=choice[0], kb=choice[1], heads=choice[2]) if choice else None
+
+
+def _best_flash(ctx: TileContext, plan: FlashPlan, budget: int, shared: Work) -> tuple[int, int, int] | None:
+    """(tq, kb, heads) of the fastest candidate that fits `budget` (see `flash_plan`), or None: key blocks
+    of at least FLASH_KEY_ALIGN keys when any fits, else down to 16."""
+    eb = element_bytes(ctx.mxu_type)
+    _, _, sq, _ = plan.q.shape
+    kv_heads, sk = plan.k_t.shape[1], plan.k_t.shape[3]
+    query_tiles = _halvings(min(sq, max(1, FLASH_ROWS // plan.group)), -(-ctx.target.mxu.rows // plan.group))
+    for least_keys in (min(sk, FLASH_KEY_ALIGN), 16):
+        best: tuple[tuple[float, int], tuple[int, int, int]] | None = None
+        for tq in query_tiles:
+            for kb in _halvings(min(sk, FLASH_KEYS), least_keys):
+                for heads in (n for n in range(1, kv_heads + 1) if kv_heads % n == 0):
+                    candidate = replace(plan, rows=plan.group * tq, tq=tq, kb=kb, heads=heads)
+                    candidate = replace(candidate, kb=candidate.largest_block())
+                    size = candidate.pipelined_bytes(eb)
+                    if size > budget:
+                        continue
+                    score = (pipelined_cycles([flash_work(ctx, candidate), shared]), size)
+                    if best is None or score < best[0]:
+                        best = (score, (tq, candidate.kb, heads))
+        if best is not None:
+            return best[1]
+    return None
+
+
+def _halvings(start: int, least: int = 1) -> list[int]:
+    """start, start / 2, ... while at least `least` (`start` itself in any case)."""
+    values = [start]
+    while values[-1] // 2 >= max(1, least):
+        values.append(values[-1] // 2)
+    return values
+
+
+Work = tuple[float, float]
+"""Estimated (matrix engine, vector engine) cycles of a kernel's items."""
+
+
+def pipelined_cycles(works: list[Work]) -> float:
+    """Estimated cycles of a pipelined kernel of items with these works: the busier engine."""
+    return max(sum(w[0] for w in works), sum(w[1] for w in works))
+
+
+def _matmul_cycles(ctx: TileContext, m: int, n: int, k: int, batch: int) -> float:
+    """The simulator's cycles of one (batched) matrix instruction (docs/isa.md, Timing)."""
+    mxu = ctx.target.mxu
+    rate = mxu.rate.get(dtype_name(ctx.mxu_type), 1.0)
+    rounds = math.ceil(math.ceil(m / mxu.rows) * math.ceil(n / mxu.cols) * batch / mxu.count)
+    fill_drain = mxu.rows + mxu.cols - 2
+    return rounds * math.ceil(k / rate) + fill_drain if mxu.pipelined else rounds * (math.ceil(k / rate) + fill_drain)
+
+
+def _vector_cycles(ctx: TileContext, rows: int, cols: int, cost: str = "simple") -> float:
+    """The simulator's cycles of one vector instruction over [rows, cols]."""
+    vpu = ctx.target.vpu
+    return math.ceil(rows * cols / vpu.lanes) * vpu.cost[cost] + vpu.latency
+
+
+def flash_work(ctx: TileContext, plan: FlashPlan) -> Work:
+    """Estimated cycles of the plan's items on the matrix engines (scores and P V, with their fill and
+    drain) and on the vector engine (score scaling and capping, row maxima, exponentials, masks, the
+    online statistics, the final division), plus one item's work of each for the pipeline to fill and
+    drain and an HBM latency per item (an item's keys and values arrive about one item ahead: measured,
+    small query tiles lose more to that than their smaller diagonal blocks save)."""
+    kinds = plan.block_kinds()
+    rows, stacked, d, dv, heads = plan.rows, plan.stacked, plan.d, plan.dv, plan.heads
+    matrix = vector = 0.0
+    for (nk, masked, first, last), count in kinds.items():
+        matrix += count * (_matmul_cycles(ctx, rows, nk, d, heads) + _matmul_cycles(ctx, rows, dv, nk, heads))
+        work = _vector_cycles(ctx, stacked, nk, "reduce") + _vector_cycles(ctx, stacked, nk, "transcendental")
+        if plan.op.scale.value.data != 1.0:
+            work += _vector_cycles(ctx, stacked, nk)
+        if plan.op.softcap is not None:  # / cap, tanh, * cap
+            work += 2 * _vector_cycles(ctx, stacked, nk) + _vector_cycles(ctx, stacked, nk, "transcendental")
+        if masked:
+            work += _vector_cycles(ctx, stacked, nk)
+        if not first:  # the running statistics and the output's rescaling
+            work += 6 * _vector_cycles(ctx, stacked, 1) + _vector_cycles(ctx, stacked, dv)
+        if last:
+            work += 3 * _vector_cycles(ctx, stacked, dv)
+        vector += count * work
+    items = sum(kinds.values())
+    ramp = (matrix + vector) / max(1, items) + items * ctx.target.hbm.latency
+    return matrix + ramp, vector + ramp
+
+
+def decode_work(ctx: TileContext, plan: DecodePlan) -> Work:
+    """Estimated cycles of a decode plan's items on the matrix and vector engines (as `flash_work`)."""
+    matrix = vector = 0.0
+    for item in plan.items():
+        rows = item.n * plan.rows
+        matrix += _matmul_cycles(ctx, plan.rows, plan.sk, plan.d, item.n)
+        matrix += _matmul_cycles(ctx, plan.rows, plan.dv, plan.sk, item.n)
+        vector += _vector_cycles(ctx, rows, plan.sk, "reduce") + _vector_cycles(ctx, rows, plan.sk, "transcendental")
+        vector += 3 * _vector_cycles(ctx, rows, plan.dv)
+    return matrix, vector
 
 
 @dataclass(frozen=True)
@@ -199,7 +327,7 @@ class FlashItem:
     @property
     def vector_work(self) -> int:
         """Score elements the vector engine processes."""
-        return self.plan.rows * self.nk
+        return self.plan.stacked * self.nk
 
 
 @dataclass(frozen=True)
@@ -381,12 +509,13 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
 
     assigned: list[tuple[UnitTiles, BlockTiles] | _DecodeTiles] = []
     if flash:
-        rows, d, dv, kb = (largest([getattr(p, f) for p in flash]) for f in ("rows", "d", "dv", "kb"))
+        rows, d, dv, kb = (largest([getattr(p, f) for p in flash]) for f in ("stacked", "d", "dv", "kb"))
+        heads = largest([p.heads for p in flash])
         units = []
         for _ in range(UNIT_SETS):
             stats = (kern.sram(shape, f32) for shape in ((rows, dv), *[(rows, 1)] * 4))
             units.append(UnitTiles(kern.sram((rows, d), mxu), *stats))
-        keys, values = sets(2, (d, kb), mxu), sets(VALUE_SETS, (kb, dv), mxu)
+        keys, values = sets(2, (heads * d, kb), mxu), sets(VALUE_SETS, (heads * kb, dv), mxu)
         scores_, probs = sets(2, (rows, kb), f32), sets(2, (rows, kb), mxu)
     if decode:
         seq_rows = largest([p.nb * p.rows for p in decode])
@@ -426,13 +555,14 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
         if isinstance(item, FlashItem):
             assert isinstance(tiles, tuple)
             unit, block = tiles
+            plan = item.plan
             if product:  # a query tile's first block starts its output afresh
-                accumulate = not item.first
-                kern.add(
-                    tile.MatmulOp(block.probs, block.vt, unit.acc, item.plan.rows, item.plan.dv, item.nk, accumulate)
+                product_op = tile.MatmulOp(
+                    block.probs, block.vt, unit.acc, plan.rows, plan.dv, item.nk, not item.first, batch=plan.heads
                 )
+                kern.add(product_op)
             else:
-                online_softmax_vector(kern, unit, block, item.plan.rows, item.plan.dv, item.nk, item.first)
+                online_softmax_vector(kern, unit, block, plan.stacked, plan.dv, item.nk, item.first)
         else:
             assert isinstance(tiles, _DecodeTiles)
             (_decode_product if product else _decode_softmax)(kern, item, tiles)
@@ -467,21 +597,22 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
 
 
 def load_queries(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Pos, q0: int, nq: int) -> None:
-    """A GQA group's query rows stacked into one tile."""
+    """The query rows of the GQA groups of KV heads hk, hk + 1, ... (`plan.heads`) stacked into one tile,
+    head after head (query heads of consecutive KV heads are consecutive)."""
 
     def each_head(g: Pos, _one: int) -> None:
         kern.load(
             plan.q, [b, hk.scaled(plan.group) + g, Pos(q0), Pos()], nq, plan.d, unit.qt, g.scaled(plan.tq * plan.d)
         )
 
-    kern.tiled_range(plan.group, 1, each_head)
+    kern.tiled_range(plan.heads * plan.group, 1, each_head)
 
 
 def reset_statistics(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles) -> None:
     """A query tile's running max, sum and output start afresh."""
-    kern.add(tile.FillOp(unit.m, float("-inf"), plan.rows, 1))
-    kern.add(tile.FillOp(unit.denom, 0.0, plan.rows, 1))
-    kern.add(tile.FillOp(unit.acc, 0.0, plan.rows, plan.dv))
+    kern.add(tile.FillOp(unit.m, float("-inf"), plan.stacked, 1))
+    kern.add(tile.FillOp(unit.denom, 0.0, plan.stacked, 1))
+    kern.add(tile.FillOp(unit.acc, 0.0, plan.stacked, plan.dv))
 
 
 def block_scores(
@@ -495,16 +626,21 @@ def block_scores(
     """A key block's keys and values in, S = Q K^T (DMA and matrix engine only); `at` is (batch, KV
     head, first key)."""
     b, hk, k0 = at
-    kern.load(plan.k_t, [b, hk, Pos(), k0], plan.d, nk, block.kt)
-    kern.load(plan.v, [b, hk, k0, Pos()], nk, plan.dv, block.vt)
-    kern.add(tile.MatmulOp(unit.qt, block.kt, block.scores, plan.rows, nk, plan.d, accumulate=False))
+
+    def each_head(j: Pos, _one: int) -> None:  # dense [d, nk] and [nk, dv] tiles, one per product
+        kern.load(plan.k_t, [b, hk + j, Pos(), k0], plan.d, nk, block.kt, j.scaled(plan.d * nk))
+        kern.load(plan.v, [b, hk + j, k0, Pos()], nk, plan.dv, block.vt, j.scaled(nk * plan.dv))
+
+    kern.tiled_range(plan.heads, 1, each_head)
+    scores = tile.MatmulOp(unit.qt, block.kt, block.scores, plan.rows, nk, plan.d, accumulate=False, batch=plan.heads)
+    kern.add(scores)
 
 
 def mask_scores(kern: KernelBuilder, plan: FlashPlan, block: BlockTiles, nk: int, diagonal: int | None) -> None:
     """S * scale (soft-capped), causally masked on a block that crosses the diagonal."""
-    scale_and_cap(kern, block.scores, plan.op.scale.value.data, _softcap(plan.op), plan.rows, nk)
+    scale_and_cap(kern, block.scores, plan.op.scale.value.data, _softcap(plan.op), plan.stacked, nk)
     if diagonal is not None:
-        kern.add(tile.CausalMaskOp(block.scores, plan.rows, nk, diagonal, [0] * kern.depth, period=plan.tq))
+        kern.add(tile.CausalMaskOp(block.scores, plan.stacked, nk, diagonal, [0] * kern.depth, period=plan.tq))
 
 
 def _flash_scores(kern: KernelBuilder, item: FlashItem, tiles: tuple[UnitTiles, BlockTiles]) -> None:
@@ -518,10 +654,10 @@ def _flash_scores(kern: KernelBuilder, item: FlashItem, tiles: tuple[UnitTiles, 
     mask_scores(kern, item.plan, block, item.nk, item.diagonal)
 
 
-def online_softmax(kern: KernelBuilder, unit: UnitTiles, block: BlockTiles, rows: int, dv: int, nk: int) -> None:
+def online_softmax(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, block: BlockTiles, nk: int) -> None:
     """m' = max(m, rowmax S), P = exp(S - m'), l = l e^(m - m') + rowsum P, O = O e^(m - m') + P V."""
-    online_softmax_vector(kern, unit, block, rows, dv, nk)
-    kern.add(tile.MatmulOp(block.probs, block.vt, unit.acc, rows, dv, nk, accumulate=True))
+    online_softmax_vector(kern, unit, block, plan.stacked, plan.dv, nk)
+    kern.add(tile.MatmulOp(block.probs, block.vt, unit.acc, plan.rows, plan.dv, nk, True, batch=plan.heads))
 
 
 def online_softmax_vector(
@@ -551,13 +687,13 @@ def online_softmax_vector(
 
 def finish(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Pos, q0: int, nq: int) -> None:
     """O / l stored to each head's rows of the result."""
-    divide(kern, unit.acc, unit.denom, plan.rows, plan.dv, plan.out, plan.out_scale)
+    divide(kern, unit.acc, unit.denom, plan.stacked, plan.dv, plan.out, plan.out_scale)
 
     def store_head(g: Pos, _one: int) -> None:
         at = [b, hk.scaled(plan.group) + g, Pos(q0), Pos()]
         kern.store(unit.acc, plan.out, at, nq, plan.dv, g.scaled(plan.tq * plan.dv))
 
-    kern.tiled_range(plan.group, 1, store_head)
+    kern.tiled_range(plan.heads * plan.group, 1, store_head)
 
 
 def divide(

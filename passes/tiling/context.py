@@ -35,6 +35,8 @@ class TileContext:
     # results placed in an 8-bit float buffer: the static scale to divide by before the saturating store
     store_scales: dict[SSAValue, float] = field(default_factory=dict)
     weights: dict[tuple[str, bool], SSAValue] = field(default_factory=dict)
+    # flash tilings chosen so far, by attention shapes, SRAM budget and shared work (attention_pipeline)
+    flash_choices: dict[object, tuple[int, int, int] | None] = field(default_factory=dict)
     temp_count: int = 0
 
     @property
