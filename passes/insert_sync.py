@@ -235,14 +235,12 @@ class InsertSyncPass(ModulePass):
 
     Options (for ablations): `kernel_barriers` puts a barrier through a hub engine between
     consecutive kernels instead; `transitive=false` keeps every token except repeats of one engine
-    pair; `coalesce=false` keeps a token per dependency instead of folding one into the previous
-    token of its engine pair when that keeps at least half of the wait's distance from its signal.
+    pair.
     """
 
     name = "insert-sync"
     kernel_barriers: bool = False
     transitive: bool = True
-    coalesce: bool = True
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         """Synchronise each function's kernels: as one program, or kernel by kernel with barriers."""
@@ -250,7 +248,7 @@ class InsertSyncPass(ModulePass):
             kernels = [k for k in function.walk() if isinstance(k, tile.KernelOp)]
             previous: tuple[tile.KernelOp, set[str]] | None = None
             for group in self._groups(kernels):
-                engines = _Sync(group, self.transitive, self.coalesce and self.transitive).run()
+                engines = _Sync(group, self.transitive).run()
                 if previous is not None:
                     _barrier(previous[0], previous[1], group[0], engines)
                 previous = (group[-1], engines)
@@ -343,9 +341,8 @@ Decide = Callable[[int, dict[str, Clock], list[dict[str, Clock]]], None]
 class _Sync:
     """Tokens for a run of kernels executed back to back (their top levels form one block)."""
 
-    def __init__(self, kernels: list[tile.KernelOp], transitive: bool, coalesce: bool) -> None:
+    def __init__(self, kernels: list[tile.KernelOp], transitive: bool) -> None:
         self.transitive = transitive
-        self.coalesce = coalesce
         self.top = Block(None, 0)
         self.leaves: list[Leaf] = []
         self.bodies: list[tuple[Block, int, int]] = []  # post-order: (body, first leaf, end leaf)
@@ -453,11 +450,10 @@ class _Sync:
         for (producer, consumer), by_x in needs.items():
             for x, p in by_x.items() if (producer, consumer) not in nested else ():
                 wants.setdefault(x, {}).setdefault(consumer, {})[producer] = p
-        latest: dict[Pair, Token] = {}
 
         def decide(j: int, clock: dict[str, Clock]) -> None:
             for consumer in sorted(wants.get(j, {}), key=ENGINES.index):
-                self._choose(j, consumer, wants[j][consumer], clock[consumer], snapshots, n, tokens, latest)
+                self._choose(j, consumer, wants[j][consumer], clock[consumer], snapshots, n, tokens)
 
         _, last_snapshots, final = self._replay(body, start, learnt, decide)
         for token in tokens:
@@ -523,11 +519,10 @@ class _Sync:
         if kind == FORWARD:
             needs = self._avoid_nesting(block, needs)
         tokens = self.forward.setdefault(block, [])
-        latest: dict[Pair, Token] = {}
 
         def decide(j: int, clock: dict[str, Clock], snapshots: list[dict[str, Clock]]) -> None:
             for consumer in sorted(needs.get(j, {}), key=ENGINES.index):
-                self._choose(j, consumer, needs[j][consumer], clock[consumer], snapshots, 0, tokens, latest)
+                self._choose(j, consumer, needs[j][consumer], clock[consumer], snapshots, 0, tokens)
 
         start = {e: dict.fromkeys(ENGINES, UNKNOWN) for e in ENGINES}
         snapshots, final = self._sweep(block, start, decide)
@@ -548,26 +543,20 @@ class _Sync:
         snapshots: list[dict[str, Clock]],
         shift: int,
         tokens: list[Token],
-        latest: dict[Pair, Token],
     ) -> None:
         """Tokens so that `consumer`, before item j, has seen each producer's work up to its wanted
         item (of the iteration `shift` items back: 0 or the body length); `own` is its clock.
 
-        The producer whose token implies most of the others goes first. With coalescing, a token is
-        folded into the previous one of its pair (moving that signal later) when that wait keeps at
-        least half of its distance in items from its signal.
+        The producer whose token implies most of the others goes first. Each token is signalled right
+        after the item it waits for (folding it into an earlier token of its pair, whose signal would
+        move later, saves instructions but was measured slower: the consumer then waits for work,
+        a whole matrix instruction say, it does not need).
         """
         pending = dict(wanted)
         while pending := {e: p for e, p in pending.items() if own[e] < p - shift}:
             producer = _most_implying(pending, snapshots)
             p = pending.pop(producer)
-            previous = latest.get((producer, consumer))
-            distance = previous.x + shift - previous.p if previous is not None else 0
-            if self.coalesce and previous is not None and 2 * (previous.x + shift - p) >= distance:
-                previous.p = p
-            else:
-                latest[producer, consumer] = Token(producer, consumer, j, p)
-                tokens.append(latest[producer, consumer])
+            tokens.append(Token(producer, consumer, j, p))
             if self.transitive:
                 _merge(own, _shifted(snapshots[p][producer], shift))
             own[producer] = max(own[producer], p - shift)

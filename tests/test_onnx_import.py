@@ -545,7 +545,9 @@ def test_dropout_in_training_mode_is_refused() -> None:
     initializers = {"ratio": np.array(0.5, np.float32), "training": np.array(True)}
     nodes = [_node("Dropout", ["x", "ratio", "training"], ["y"])]
     model = _model(nodes, [_input("x", [2, 5])], ["y"], initializers)
-    with pytest.raises(UnsupportedOpError, match=r"training_mode=true \(random dropout; export the model in eval mode\)"):
+    with pytest.raises(
+        UnsupportedOpError, match=r"training_mode=true \(random dropout; export the model in eval mode\)"
+    ):
         import_onnx(model)
 
 
