@@ -91,6 +91,12 @@ def _plan_sram() -> type[ModulePass]:
     return PlanSramPass
 
 
+def _prefetch_weights() -> type[ModulePass]:
+    from tasic.passes.prefetch_weights import PrefetchWeightsPass
+
+    return PrefetchWeightsPass
+
+
 def _insert_sync() -> type[ModulePass]:
     from tasic.passes.insert_sync import InsertSyncPass
 
@@ -118,6 +124,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "tile": _tile,
     "double-buffer": _double_buffer,
     "plan-sram": _plan_sram,
+    "prefetch-weights": _prefetch_weights,
     "insert-sync": _insert_sync,
     "lower-to-isa": _lower_to_isa,
 }

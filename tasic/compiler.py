@@ -62,6 +62,7 @@ def default_pipeline(
         f'tile{{target="{target}" dtype={dtype}{f" kv_dtype={kv_dtype}" if kv_dtype not in (None, dtype) else ""}}}',
         f'double-buffer{{target="{target}"}}',
         f'plan-sram{{target="{target}"}}',
+        f'prefetch-weights{{target="{target}"}}',
         "insert-sync",
         "lower-to-isa",
     ]

@@ -125,6 +125,7 @@ OPTIMISATIONS: dict[str, str] = {
     "cost-model-tiles": "matmul tiles chosen by estimated time under the SRAM capacity (tile cost_model)",
     "epilogue-fusion": "residual adds, SiLU and gating applied to matmul / all-reduce tiles (tile epilogue_fusion)",
     "double-buffering": "second copies of iteration-private tiles so DMA runs ahead (double-buffer)",
+    "weight-prefetch": "first weight loads of a kernel in the previous one's K loop or second half (prefetch-weights)",
     "allreduce-overlap": "row-parallel matmuls all-reduce row chunks while the MXU computes the next (tile)",
     "kernel-overlap": "kernels wait only for what they read or overwrite, not for a barrier (insert-sync)",
 }
@@ -142,6 +143,7 @@ _PASSES = {
     "linear-fusion": "fuse-linears",
     "scale-folding": "fold-attention-scale",
     "double-buffering": "double-buffer",
+    "weight-prefetch": "prefetch-weights",
 }
 
 

@@ -29,7 +29,8 @@ NEW_TOKENS = 32
 FP8_FORCED_TOP1 = 24
 FP8_FORCED_GAP = 1.0
 """Teacher-forced on f32's tokens, FP8's top-1 is f32's token at >= FP8_FORCED_TOP1 of the 32 steps, and f32's
-token is never more than FP8_FORCED_GAP logits below FP8's top (measured: 30 of 32, 0.57 logits)."""
+token is never more than FP8_FORCED_GAP logits below FP8's top (measured: 27 of 32, 0.44 logits; 30 and 0.57 with
+the flash tiles before KV heads were stacked per item)."""
 
 
 def _gguf() -> Path:
@@ -99,10 +100,10 @@ def test_fp8_generation_against_f32_greedy() -> None:
     moves it). What is checked is what FP8 controls: teacher-forced on f32's tokens, FP8 ranks them first
     almost always and never far below its own top (free-running FP8 sees the same context as the forced
     run up to the step it leaves f32's path, so that step is covered too), and its own greedy answer is
-    still right ("Paris"). Measured: FP8 agrees with f32 for 26 of 32 greedy tokens ("The capital of
-    France is Paris." and on past the end of the answer); teacher-forced, FP8's top-1 is f32's token at 30
-    of 32 steps, at most 0.57 below. Other tile orders measured 0 agreeing tokens (FP8 opened with "La"
-    and answered in French) and 7 (leaving f32's path where f32's margin was 2.93).
+    still right ("Paris"). Measured: FP8 agrees with f32 for 7 of 32 greedy tokens ("The capital of France
+    is Paris.", then its own continuation); teacher-forced, FP8's top-1 is f32's token at 27 of 32 steps, at
+    most 0.44 below. Other tile orders measured 26 agreeing tokens (teacher-forced 30, 0.57 below), 0 (FP8
+    opened with "La" and answered in French) and 7 (leaving f32's path where f32's margin was 2.93).
     """
     target = load_target("tiny")
     binary, tokenizer = compile_llm(str(_gguf()), target, "f32", 1, 128, 64, quantize="fp8")

@@ -24,7 +24,6 @@ between them::
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -35,6 +34,7 @@ from xdsl.ir import Attribute, SSAValue
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import KernelBuilder, Pos
 from tasic.passes.tiling.context import TileContext
+from tasic.passes.tiling.cycles import matmul_cycles, vector_cycles
 from tasic.passes.tiling.dtypes import dtype_name, element_bytes
 from tasic.passes.tiling.epilogue import saturate
 from tasic.passes.tiling.kernels import ROW_TILE_MAX, loc_of
@@ -254,58 +254,50 @@ def pipelined_cycles(works: list[Work]) -> float:
     return max(sum(w[0] for w in works), sum(w[1] for w in works))
 
 
-def _matmul_cycles(ctx: TileContext, m: int, n: int, k: int, batch: int) -> float:
-    """The simulator's cycles of one (batched) matrix instruction (docs/isa.md, Timing)."""
-    mxu = ctx.target.mxu
-    rate = mxu.rate.get(dtype_name(ctx.mxu_type), 1.0)
-    rounds = math.ceil(math.ceil(m / mxu.rows) * math.ceil(n / mxu.cols) * batch / mxu.count)
-    fill_drain = mxu.rows + mxu.cols - 2
-    return rounds * math.ceil(k / rate) + fill_drain if mxu.pipelined else rounds * (math.ceil(k / rate) + fill_drain)
-
-
-def _vector_cycles(ctx: TileContext, rows: int, cols: int, cost: str = "simple") -> float:
-    """The simulator's cycles of one vector instruction over [rows, cols]."""
-    vpu = ctx.target.vpu
-    return math.ceil(rows * cols / vpu.lanes) * vpu.cost[cost] + vpu.latency
-
-
 def flash_work(ctx: TileContext, plan: FlashPlan) -> Work:
     """Estimated cycles of the plan's items on the matrix engines (scores and P V, with their fill and
     drain) and on the vector engine (score scaling and capping, row maxima, exponentials, masks, the
     online statistics, the final division), plus one item's work of each for the pipeline to fill and
     drain and an HBM latency per item (an item's keys and values arrive about one item ahead: measured,
     small query tiles lose more to that than their smaller diagonal blocks save)."""
-    kinds = plan.block_kinds()
+    target, rate = ctx.target, ctx.target.mxu.rate.get(dtype_name(ctx.mxu_type), 1.0)
     rows, stacked, d, dv, heads = plan.rows, plan.stacked, plan.d, plan.dv, plan.heads
+    kinds = plan.block_kinds()
     matrix = vector = 0.0
     for (nk, masked, first, last), count in kinds.items():
-        matrix += count * (_matmul_cycles(ctx, rows, nk, d, heads) + _matmul_cycles(ctx, rows, dv, nk, heads))
-        work = _vector_cycles(ctx, stacked, nk, "reduce") + _vector_cycles(ctx, stacked, nk, "transcendental")
+        matrix += count * (
+            matmul_cycles(target, rows, nk, d, rate, heads) + matmul_cycles(target, rows, dv, nk, rate, heads)
+        )
+        scores = vector_cycles(target, stacked, nk)
+        work = vector_cycles(target, stacked, nk, "reduce") + vector_cycles(target, stacked, nk, "transcendental")
         if plan.op.scale.value.data != 1.0:
-            work += _vector_cycles(ctx, stacked, nk)
+            work += scores
         if plan.op.softcap is not None:  # / cap, tanh, * cap
-            work += 2 * _vector_cycles(ctx, stacked, nk) + _vector_cycles(ctx, stacked, nk, "transcendental")
+            work += 2 * scores + vector_cycles(target, stacked, nk, "transcendental")
         if masked:
-            work += _vector_cycles(ctx, stacked, nk)
+            work += scores
         if not first:  # the running statistics and the output's rescaling
-            work += 6 * _vector_cycles(ctx, stacked, 1) + _vector_cycles(ctx, stacked, dv)
+            work += 6 * vector_cycles(target, stacked, 1) + vector_cycles(target, stacked, dv)
         if last:
-            work += 3 * _vector_cycles(ctx, stacked, dv)
+            work += 3 * vector_cycles(target, stacked, dv)
         vector += count * work
     items = sum(kinds.values())
-    ramp = (matrix + vector) / max(1, items) + items * ctx.target.hbm.latency
+    ramp = (matrix + vector) / max(1, items) + items * target.hbm.latency
     return matrix + ramp, vector + ramp
 
 
 def decode_work(ctx: TileContext, plan: DecodePlan) -> Work:
     """Estimated cycles of a decode plan's items on the matrix and vector engines (as `flash_work`)."""
+    target, rate = ctx.target, ctx.target.mxu.rate.get(dtype_name(ctx.mxu_type), 1.0)
     matrix = vector = 0.0
     for item in plan.items():
         rows = item.n * plan.rows
-        matrix += _matmul_cycles(ctx, plan.rows, plan.sk, plan.d, item.n)
-        matrix += _matmul_cycles(ctx, plan.rows, plan.dv, plan.sk, item.n)
-        vector += _vector_cycles(ctx, rows, plan.sk, "reduce") + _vector_cycles(ctx, rows, plan.sk, "transcendental")
-        vector += 3 * _vector_cycles(ctx, rows, plan.dv)
+        matrix += matmul_cycles(target, plan.rows, plan.sk, plan.d, rate, item.n)
+        matrix += matmul_cycles(target, plan.rows, plan.dv, plan.sk, rate, item.n)
+        vector += vector_cycles(target, rows, plan.sk, "reduce") + vector_cycles(
+            target, rows, plan.sk, "transcendental"
+        )
+        vector += 3 * vector_cycles(target, rows, plan.dv)
     return matrix, vector
 
 

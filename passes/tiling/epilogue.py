@@ -143,9 +143,11 @@ def collect_gated(ctx: TileContext, value: SSAValue, flat_shape: tuple[int, int]
 
 
 def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch: Scratch,
-          starts: list[Pos], rows: int, cols: int, link: SSAValue | None = None) -> None:  # fmt: skip
-    """Emit the chain on the f32 tile `work` (in place); `scratch` holds binary ops' other operands,
-    `link` the tile an all-reduce sends (in the HBM dtype, as the unfused all-reduce would)."""
+          starts: list[Pos], rows: int, cols: int, link: SSAValue | None = None,
+          loaded: bool = False) -> None:  # fmt: skip
+    """Emit the chain on the f32 tile `work` (in place); `scratch` holds binary ops' other operands
+    (already, when `loaded`: see `load_operands`), `link` the tile an all-reduce sends (in the HBM
+    dtype, as the unfused all-reduce would)."""
     for step in steps:
         op = step.op
         if isinstance(op, tfm.AllReduceOp):
@@ -163,13 +165,38 @@ def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch:
             kb.add(tile.ScalarOp(op.fn.data, work, work, op.value.value.data, rows, cols))
         elif not _needs_whole_tile(step):
             assert scratch.row is not None and step.other is not None
-            kb.load(step.other, [Pos(), starts[-1]], 1, cols, scratch.row)
+            if not loaded:
+                kb.load(step.other, [Pos(), starts[-1]], 1, cols, scratch.row)
             kb.add(tile.BinaryOp(op.fn.data, work, scratch.row, work, rows, cols, "col"))
         else:
             assert scratch.tile is not None and step.other is not None
-            kb.load(step.other, starts, rows, cols, scratch.tile)
+            if not loaded:
+                kb.load(step.other, starts, rows, cols, scratch.tile)
             lhs, rhs = (work, scratch.tile) if step.chain_is_lhs else (scratch.tile, work)
             kb.add(tile.BinaryOp(op.fn.data, lhs, rhs, work, rows, cols))
+
+
+def loads_ahead(steps: list[EpilogueStep]) -> bool:
+    """Whether the chain's other operands can be loaded before its tile is computed (`load_operands`):
+    at most one of them in each scratch tile, and no all-reduce."""
+    whole = sum(_needs_whole_tile(s) for s in steps)
+    rows = sum(s.other is not None and not _needs_whole_tile(s) for s in steps)
+    return whole <= 1 and rows <= 1 and not reduces(steps)
+
+
+def load_operands(kb: KernelBuilder, steps: list[EpilogueStep], scratch: Scratch, starts: list[Pos],
+                  rows: int, cols: int) -> None:  # fmt: skip
+    """Load the chain's other operands into `scratch` now, for `apply(..., loaded=True)` later: a
+    single output tile's epilogue then needs no DMA after its last product (`loads_ahead` must hold)."""
+    for step in steps:
+        if step.other is None:
+            continue
+        if _needs_whole_tile(step):
+            assert scratch.tile is not None
+            kb.load(step.other, starts, rows, cols, scratch.tile)
+        else:
+            assert scratch.row is not None
+            kb.load(step.other, [Pos(), starts[-1]], 1, cols, scratch.row)
 
 
 def prescale(steps: list[EpilogueStep]) -> tuple[list[EpilogueStep], float]:

@@ -24,6 +24,8 @@ from tasic.passes.tiling.epilogue import (
     Scratch,
     collect,
     collect_gated,
+    load_operands,
+    loads_ahead,
     reduces,
     scratch_tiles,
     scratch_tiles_needed,
@@ -128,10 +130,16 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
     stats = (m + n) * 4  # the norm's row statistics and weight row
     if in_place and tile_set_bytes(m, n, k, (tm, tn, tk), element_bytes(mxu), output_tiles) + stats <= ctx.sram_budget:
         norm = following_rms_norm(ctx, final)
+    # one output tile with a K loop (down_proj): its rows in two parts that share each K step's rhs, so the
+    # first part's epilogue (and its consumer's first row tile) runs while the arrays finish the second;
+    # the epilogue's operands load before the K loop, so the next kernel's loads follow the last K step's
+    parts = _row_parts(ctx, m) if (tm, tn) == (m, n) and k > tk and not batch and rope is None else [tm]
+    single = len(parts) > 1 and loads_ahead(steps)
+    parts = parts if single else [tm]
     kb = ctx.kernel(loc)
-    lhs, rhs = kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu)
-    acc = kb.sram((tm, tn), f32)
-    scratch = scratch_tiles(kb, steps, tm, tn)
+    lhs_parts, rhs = [kb.sram((rows, tk), mxu) for rows in parts], kb.sram((tk, tn), mxu)
+    accs = [kb.sram((rows, tn), f32) for rows in parts]
+    scratches = [scratch_tiles(kb, steps, rows, tn) for rows in parts]  # parts do not wait for each other's
     link = kb.sram((tm, tn), ctx.storage_type(result.type)) if reduces(steps) else None
     bias_tile = kb.sram((1, tn), f32) if bias is not None else None
     bias_view = bias.broadcast_to((1, n)) if bias is not None else None
@@ -144,33 +152,43 @@ def matmul_kernel(ctx: TileContext, loc: str, result: SSAValue, a: View, b: View
         kb.load(b_full, [Pos(), Pos()], k, n, rhs)
     lhs_once = not batch and tm >= m and tk >= k and n > tn  # likewise one row tile and K step of lhs
     if lhs_once:
-        kb.load(a_full, [Pos(), Pos()], m, k, lhs)
+        kb.load(a_full, [Pos(), Pos()], m, k, lhs_parts[0])
 
     # the first K step loads into tiles of its own: the loop's loads then alternate between two copies
     # (double-buffer) without waiting for it, and the next output tile's first step runs ahead
-    first_lhs, first_rhs = (lhs, rhs) if k <= tk else (kb.sram((tm, tk), mxu), kb.sram((tk, tn), mxu))
+    first_lhs_parts, first_rhs = lhs_parts, rhs
+    if k > tk:
+        first_lhs_parts, first_rhs = [kb.sram((rows, tk), mxu) for rows in parts], kb.sram((tk, tn), mxu)
 
     def output_tile(bstarts: list[Pos], m0: Pos, nm: int, n0: Pos, nn: int) -> None:
+        rows = parts if len(parts) > 1 else [nm]
+        starts = [m0 + Pos(sum(rows[:i])) for i in range(len(rows))]
+
         def k_step(k0: Pos, nk: int, accumulate: bool) -> None:
-            x, w = (lhs, rhs) if accumulate else (first_lhs, first_rhs)  # one K step when loaded once
+            xs, w = (lhs_parts, rhs) if accumulate else (first_lhs_parts, first_rhs)  # one K step when loaded once
             # the rhs (a linear's weight) first: it needs nothing from the previous kernel, so on the
             # in-order DMA engine it streams in while the activation's load still waits for its producer
             if not rhs_once:
                 kb.load(b_full, [*bstarts, k0, n0], nk, nn, w)
-            if not lhs_once:
-                kb.load(a_full, [*bstarts, m0, k0], nm, nk, x)
-            kb.add(tile.MatmulOp(x, w, acc, nm, nn, nk, accumulate=accumulate))
+            for x, acc, r0, nr in zip(xs, accs, starts, rows, strict=True):
+                if not lhs_once:
+                    kb.load(a_full, [*bstarts, r0, k0], nr, nk, x)
+                kb.add(tile.MatmulOp(x, w, acc, nr, nn, nk, accumulate=accumulate))
+            if single and not accumulate:
+                for scratch, r0, nr in zip(scratches, starts, rows, strict=True):
+                    load_operands(kb, steps, scratch, [r0, n0], nr, nn)
 
-        k_steps(kb, k, tk, k_step)
-        if bias_view is not None and bias_tile is not None:
-            kb.load(bias_view, [Pos(), n0], 1, nn, bias_tile)
-            kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nm, nn, "col"))
-        apply_epilogue(kb, steps, acc, scratch, [m0, n0], nm, nn, link)
-        if emit_rope is not None:
-            emit_rope(acc, m0, nm, nn)
-        kb.store(acc, out_full, [*bstarts, m0, n0], nm, nn)
-        if emit_norm is not None:
-            emit_norm(acc, [m0, n0], nm, nn)
+        k_steps(kb, k, tk, k_step, peel_last=single)
+        for acc, scratch, r0, nr in zip(accs, scratches, starts, rows, strict=True):
+            if bias_view is not None and bias_tile is not None:
+                kb.load(bias_view, [Pos(), n0], 1, nn, bias_tile)
+                kb.add(tile.BinaryOp("add", acc, bias_tile, acc, nr, nn, "col"))
+            apply_epilogue(kb, steps, acc, scratch, [r0, n0], nr, nn, link, loaded=single)
+            if emit_rope is not None:
+                emit_rope(acc, r0, nr, nn)
+            kb.store(acc, out_full, [*bstarts, r0, n0], nr, nn)
+            if emit_norm is not None:
+                emit_norm(acc, [r0, n0], nr, nn)
 
     def batch_loops(dim: int, starts: list[Pos]) -> None:
         if dim == len(batch):
@@ -241,12 +259,27 @@ def _gated_matmul(
     kb.tiled_range(m, tm, lambda m0, nm: kb.tiled_range(width, tn, lambda n0, nn: output_tile(m0, nm, n0, nn)))
 
 
-def k_steps(kb: KernelBuilder, k: int, tk: int, step: Callable[[Pos, int, bool], None]) -> None:
+def _row_parts(ctx: TileContext, m: int) -> list[int]:
+    """Rows of a single output tile in two parts, the first a multiple of the arrays' rows (about half, so
+    no row fold is added), or the tile whole when it has fewer than two folds of rows."""
+    unit = ctx.target.mxu.rows
+    first = m // 2 // unit * unit
+    return [first, m - first] if first else [m]
+
+
+def k_steps(
+    kb: KernelBuilder, k: int, tk: int, step: Callable[[Pos, int, bool], None], peel_last: bool = False
+) -> None:
     """step(k0, nk, accumulate) over K in steps of tk: the first overwrites the accumulator (no fill on
-    the vector engine, so the next output tile's products need not wait behind an epilogue there)."""
+    the vector engine, so the next output tile's products need not wait behind an epilogue there). With
+    `peel_last` the last step is outside the loop too, so what follows waits for its ops only."""
     step(Pos(), min(tk, k), False)
-    if k > tk:
-        kb.tiled_range(k - tk, tk, lambda k0, nk: step(k0, nk, True), base=Pos(tk))
+    if k <= tk:
+        return
+    last = ((k - tk) % tk or tk) if peel_last else 0
+    kb.tiled_range(k - tk - last, tk, lambda k0, nk: step(k0, nk, True), base=Pos(tk))
+    if last:
+        step(Pos(k - last), last, True)
 
 
 def _all_reduce_chunks(
