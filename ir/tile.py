@@ -32,7 +32,7 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Attribute, Block, Dialect, Region, SSAValue
+from xdsl.ir import Attribute, Block, Dialect, Operation, Region, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
@@ -193,6 +193,19 @@ class LoopOp(TileOp):
 
     def verify_(self) -> None:
         self._require(self.count.value.data >= 1, "count must be >= 1")
+
+
+def enclosing_loops(op: Operation) -> list[LoopOp]:
+    """The tile.loop ops around `op` in its kernel, outermost first (the order of its loop strides).
+
+    In `tile.loop 4 { tile.loop 2 { %x } }`, %x's loops are [the loop of 4, the loop of 2]."""
+    loops = []
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, KernelOp):
+        if isinstance(parent, LoopOp):
+            loops.append(parent)
+        parent = parent.parent_op()
+    return loops[::-1]
 
 
 def loop_depth(op: IRDLOperation) -> int:

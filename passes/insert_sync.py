@@ -149,24 +149,15 @@ def _window(op: tile.DmaLoadOp | tile.StoreOp | tile.DmaGatherOp | tile.DmaScatt
         extents = [(1, rows - 1)]
     else:
         extents = [(op.int_prop("row_stride"), rows - 1), (op.int_prop("col_stride"), cols - 1)]
-    extents += [(stride, loop.count.value.data - 1) for stride, loop in zip(strides, _enclosing_loops(op), strict=True)]
+    extents += [
+        (stride, loop.count.value.data - 1) for stride, loop in zip(strides, tile.enclosing_loops(op), strict=True)
+    ]
     first = last = op.int_prop("offset")
     for stride, steps in extents:
         reach = stride * steps
         first, last = first + min(0, reach), last + max(0, reach)
     element = element_bytes(value.type.element_type)  # type: ignore[attr-defined]
     return _resource(value, (first * element, (last + 1) * element))
-
-
-def _enclosing_loops(op: Operation) -> list[tile.LoopOp]:
-    """The tile.loop ops around `op` in its kernel, outermost first (the order of its loop strides)."""
-    loops = []
-    parent = op.parent_op()
-    while parent is not None and not isinstance(parent, tile.KernelOp):
-        if isinstance(parent, tile.LoopOp):
-            loops.append(parent)
-        parent = parent.parent_op()
-    return loops[::-1]
 
 
 def _overlap(a: Resource, b: Resource) -> bool:

@@ -178,7 +178,7 @@ class KernelLowering:
         for op in self.kernel.walk():
             for role, (value, offset, strides, scale) in _addressed(op).items():
                 base = (self.addresses[value] if value is not None else 0) + offset * scale
-                found.append((op, role, base, _enclosing_loops(op), [s * scale for s in strides]))
+                found.append((op, role, base, tile.enclosing_loops(op), [s * scale for s in strides]))
         fixed = [entry for entry in found if not entry[3]]
         self._allocate(fixed, 1)
         first_free = len(self.registers) + 1
@@ -359,16 +359,6 @@ def _addressed(op: Operation) -> dict[str, tuple[SSAValue | None, int, list[int]
     if isinstance(op, tile.CausalMaskOp):
         return {"diag": (None, op.int_prop("diagonal"), tile.int_list(op.loop_strides), 1)}
     return {}
-
-
-def _enclosing_loops(op: Operation) -> list[tile.LoopOp]:
-    loops = []
-    parent = op.parent_op()
-    while parent is not None and not isinstance(parent, tile.KernelOp):
-        if isinstance(parent, tile.LoopOp):
-            loops.append(parent)
-        parent = parent.parent_op()
-    return list(reversed(loops))
 
 
 def _sram(value: SSAValue, element_offset: int = 0) -> int:

@@ -282,24 +282,30 @@ def test_attention_gqa(target: str, mask: str, small_sram_target: Path) -> None:
     np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize(("causal", "sq", "sk"), [(True, 100, 130), (False, 70, 130), (True, 130, 130)])
-def test_flash_attention(target: str, causal: bool, sq: int, sk: int, small_sram_target: Path) -> None:
-    """Long attention in key blocks with an online softmax: GQA heads stacked, causal offset sk - sq."""
-    q_type, kv_type = f"tensor<1x4x{sq}x8xf32>", f"tensor<1x2x{sk}x8xf32>"
+def _gqa_attention(batch: int, sq: int, sk: int, causal: bool) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
+    """IR of a GQA attention (4 query heads on 2 KV heads of 8 dims; causal offset sk - sq), random inputs
+    and the numpy reference output."""
+    q_type, kv_type = f"tensor<{batch}x4x{sq}x8xf32>", f"tensor<{batch}x2x{sk}x8xf32>"
     ir = f"""
     func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
       %o = tfm.attention %q, %k, %v {{causal = {str(causal).lower()}, scale = 0.35355339 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
       func.return %o : {q_type}
     }}"""
-    q = RNG.standard_normal((1, 4, sq, 8)).astype(np.float32)
-    k = RNG.standard_normal((1, 2, sk, 8)).astype(np.float32)
-    v = RNG.standard_normal((1, 2, sk, 8)).astype(np.float32)
+    q = RNG.standard_normal((batch, 4, sq, 8)).astype(np.float32)
+    k = RNG.standard_normal((batch, 2, sk, 8)).astype(np.float32)
+    v = RNG.standard_normal((batch, 2, sk, 8)).astype(np.float32)
     scores = q @ np.repeat(k, 2, axis=1).transpose(0, 1, 3, 2) * 0.35355339
     if causal:
         scores = np.where(np.tril(np.ones((sq, sk), bool), k=sk - sq), scores, -np.inf)
-    ref = _softmax(scores) @ np.repeat(v, 2, axis=1)
-    got = run(ir, {"q": q, "k": k, "v": v}, {}, _target(target, small_sram_target))["o"]
+    return ir, {"q": q, "k": k, "v": v}, _softmax(scores) @ np.repeat(v, 2, axis=1)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(("causal", "sq", "sk"), [(True, 100, 130), (False, 70, 130), (True, 130, 130)])
+def test_flash_attention(target: str, causal: bool, sq: int, sk: int, small_sram_target: Path) -> None:
+    """Long attention in key blocks with an online softmax: GQA heads stacked, causal offset sk - sq."""
+    ir, inputs, ref = _gqa_attention(1, sq, sk, causal)
+    got = run(ir, inputs, {}, _target(target, small_sram_target))["o"]
     np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
 
 
@@ -312,24 +318,13 @@ def test_flash_attention_with_kv_heads_per_item(heads: int, rolled: bool, monkey
     from tasic.passes.tiling import attention, attention_pipeline
 
     monkeypatch.setattr(attention_pipeline, "_best_flash", lambda *_: (32, 48, heads))  # tq, kb, heads
-    q_type, kv_type = "tensor<1x4x100x8xf32>", "tensor<1x2x130x8xf32>"
-    ir = f"""
-    func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
-      %o = tfm.attention %q, %k, %v {{causal = true, scale = 0.35355339 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
-      func.return %o : {q_type}
-    }}"""
-    q = RNG.standard_normal((1, 4, 100, 8)).astype(np.float32)
-    k = RNG.standard_normal((1, 2, 130, 8)).astype(np.float32)
-    v = RNG.standard_normal((1, 2, 130, 8)).astype(np.float32)
-    scores = q @ np.repeat(k, 2, axis=1).transpose(0, 1, 3, 2) * 0.35355339
-    scores = np.where(np.tril(np.ones((100, 130), bool), k=30), scores, -np.inf)
-    ref = _softmax(scores) @ np.repeat(v, 2, axis=1)
-    pipelined = run(ir, {"q": q, "k": k, "v": v}, {}, "tiny")["o"]
+    ir, inputs, ref = _gqa_attention(1, 100, 130, True)
+    pipelined = run(ir, inputs, {}, "tiny")["o"]
     np.testing.assert_allclose(pipelined, ref, atol=2e-5, rtol=1e-5)
     if rolled:
         monkeypatch.setattr(attention, "GROUP_MAX_ITEMS", 0)
         monkeypatch.setattr(attention, "FLASH_MAX_ITEMS", 0)
-        np.testing.assert_array_equal(run(ir, {"q": q, "k": k, "v": v}, {}, "tiny")["o"], pipelined)
+        np.testing.assert_array_equal(run(ir, inputs, {}, "tiny")["o"], pipelined)
 
 
 def test_seed_prefill_stacks_kv_heads_and_is_faster_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -374,16 +369,7 @@ def test_pipelined_flash_attention_equals_the_rolled_kernel(monkeypatch: pytest.
     bit."""
     from tasic.passes.tiling import attention
 
-    q_type, kv_type = "tensor<1x4x100x8xf32>", "tensor<1x2x130x8xf32>"
-    ir = f"""
-    func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
-      %o = tfm.attention %q, %k, %v {{causal = true, scale = 0.35355339 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
-      func.return %o : {q_type}
-    }}"""
-    inputs = {
-        name: RNG.standard_normal(shape).astype(np.float32)
-        for name, shape in [("q", (1, 4, 100, 8)), ("k", (1, 2, 130, 8)), ("v", (1, 2, 130, 8))]
-    }
+    ir, inputs, _ = _gqa_attention(1, 100, 130, True)
 
     def kernels_and_output() -> tuple[list[str], np.ndarray]:
         module = Parser(tasic_context(), ir).parse_module()
@@ -402,17 +388,8 @@ def test_pipelined_flash_attention_equals_the_rolled_kernel(monkeypatch: pytest.
 @pytest.mark.parametrize("target", TARGETS)
 def test_batched_decode_attention(target: str, small_sram_target: Path) -> None:
     """One query per sequence, many sequences per matrix instruction (GQA heads stacked as rows)."""
-    q_type, kv_type = "tensor<5x4x1x8xf32>", "tensor<5x2x40x8xf32>"
-    ir = f"""
-    func.func @main(%q: {q_type}, %k: {kv_type}, %v: {kv_type}) -> {q_type} attributes {{tfm.input_names = ["q", "k", "v"], tfm.output_names = ["o"]}} {{
-      %o = tfm.attention %q, %k, %v {{causal = false, scale = 0.35355339 : f64}} : ({q_type}, {kv_type}, {kv_type}) -> {q_type}
-      func.return %o : {q_type}
-    }}"""
-    q = RNG.standard_normal((5, 4, 1, 8)).astype(np.float32)
-    k = RNG.standard_normal((5, 2, 40, 8)).astype(np.float32)
-    v = RNG.standard_normal((5, 2, 40, 8)).astype(np.float32)
-    ref = _softmax(q @ np.repeat(k, 2, axis=1).transpose(0, 1, 3, 2) * 0.35355339) @ np.repeat(v, 2, axis=1)
-    got = run(ir, {"q": q, "k": k, "v": v}, {}, _target(target, small_sram_target))["o"]
+    ir, inputs, ref = _gqa_attention(5, 1, 40, False)
+    got = run(ir, inputs, {}, _target(target, small_sram_target))["o"]
     np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
 
 
