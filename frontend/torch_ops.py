@@ -680,9 +680,11 @@ def _kept(mask: torch.Tensor) -> torch.Tensor | None:
 
 
 def _causal_keep(queries: int, keys: int, window: int | None = None) -> torch.Tensor:
-    """torch's top-left causal pattern [queries, keys], limited to the last `window` keys when given."""
-    keep = torch.ones(queries, keys, dtype=torch.bool).tril()
-    return keep if window is None else keep.triu(1 - window)
+    """tfm.attention's causal pattern [queries, keys] (query i sees keys up to i + keys - queries), limited
+    to the last `window` keys when given; torch's is_causal pattern (top-left) when queries == keys."""
+    offset = keys - queries
+    keep = torch.ones(queries, keys, dtype=torch.bool).tril(offset)
+    return keep if window is None else keep.triu(offset + 1 - window)
 
 
 def _constant_mask_kind(mask: torch.Tensor, queries: int, keys: int) -> tuple[str, int | None]:
@@ -723,6 +725,8 @@ def _emit_attention(
         q, k, v = (b.reshape(t, (tfm.shape_of(t)[0], 1, *tfm.shape_of(t)[1:])) for t in (q, k, v))
     queries, keys = tfm.shape_of(q)[2], tfm.shape_of(k)[2]
     causal, window, mask = bool(is_causal), None, None
+    if causal and queries != keys:  # torch aligns is_causal's triangle top-left, tfm bottom-right: a mask
+        causal, attn_mask = False, torch.ones(queries, keys, dtype=torch.bool).tril()
     if isinstance(attn_mask, torch.Tensor):
         kind, window = _constant_mask_kind(attn_mask, queries, keys)
         causal = causal or kind == "causal"

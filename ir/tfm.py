@@ -318,7 +318,11 @@ class AttentionOp(TfmOp):
     """Scaled dot-product attention, q [B,H,Sq,D], k [B,Hkv,Sk,D], v [B,Hkv,Sk,Dv].
 
     H must be a multiple of Hkv (GQA/MQA). The optional mask broadcasts to
-    [B,H,Sq,Sk]: bool (true keeps) or float (added to the scores).
+    [B,H,Sq,Sk]: bool (true keeps) or float (added to the scores). `causal`:
+    query i sees keys j <= i + Sk - Sq (the queries are the last Sq positions of
+    the keys: a prompt's tail, a decode token); with `window` also only
+    j > i + Sk - Sq - window. (torch and ONNX align their causal triangle at the
+    top left instead: the frontends give such a pattern with Sq != Sk as a mask.)
 
     %o = tfm.attention %q, %k, %v {causal = true, scale = 1.250000e-01 : f64}
         : (tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>) -> tensor<1x4x8x16xf32>

@@ -86,7 +86,7 @@ def _wide(x: np.ndarray) -> np.ndarray:
 
 
 def _attention(op: tfm.AttentionOp, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """scale, soft-cap, mask, causal / sliding window (top-left aligned), softmax, @ v."""
+    """scale, soft-cap, mask, causal / sliding window (query i sees keys up to i + Sk - Sq), softmax, @ v."""
     group = q.shape[1] // k.shape[1]
     k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
     scores = q @ np.swapaxes(k, -1, -2) * op.scale.value.data
@@ -96,6 +96,7 @@ def _attention(op: tfm.AttentionOp, q: np.ndarray, k: np.ndarray, v: np.ndarray,
     if mask is not None:
         scores = np.where(mask, scores, -np.inf) if mask.dtype == np.bool_ else scores + mask
     rows, cols = np.indices(scores.shape[-2:])
+    rows = rows + scores.shape[-1] - scores.shape[-2]  # each query's last visible key
     if op.causal.value.data:
         scores = np.where(cols <= rows, scores, -np.inf)
     if op.window is not None:

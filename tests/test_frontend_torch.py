@@ -321,6 +321,39 @@ def test_sliding_window_mask_becomes_window(additive: bool, tfm_reference: Evalu
     np.testing.assert_allclose(actual, model(q).numpy(), rtol=1e-5, atol=1e-6)
 
 
+class _OffsetCausal(torch.nn.Module):
+    """SDPA over more keys than queries: is_causal, or the same top-left pattern as a constant mask."""
+
+    def __init__(self, as_mask: bool) -> None:
+        super().__init__()
+        self.as_mask = as_mask
+        self.register_buffer("keep", torch.ones(3, 5, dtype=torch.bool).tril())
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if self.as_mask:
+            return functional.scaled_dot_product_attention(q, k, k, attn_mask=self.keep)
+        return functional.scaled_dot_product_attention(q, k, k, is_causal=True)
+
+
+@pytest.mark.parametrize("as_mask", [False, True], ids=["is_causal", "mask"])
+def test_causal_attention_over_more_keys_than_queries(as_mask: bool, tfm_reference: Evaluate) -> None:
+    """torch aligns is_causal's triangle at the top left, tfm.attention's causal at the bottom right (the
+    queries as the last positions of the keys): with 3 queries on 5 keys the importer gives the pattern as
+    a mask, and the simulator computes torch's result."""
+    q, k = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 5, 8)
+    model = _OffsetCausal(as_mask).eval()
+    graph = import_module(model, (q, k))
+    (attention,) = [op for op in _main(graph).body.block.ops if isinstance(op, tfm.AttentionOp)]
+    assert not attention.causal.value.data and attention.mask is not None
+    expected = model(q, k).numpy()
+    (reference,) = tfm_reference(graph.module, graph.weights, [q.numpy(), k.numpy()])
+    np.testing.assert_allclose(reference, expected, rtol=1e-5, atol=1e-6)
+    target = load_target("tiny")
+    binary = compile_module(graph.module, graph.weights, target, "f32")
+    outputs = simulate(binary, target, {"q": q.numpy(), "k": k.numpy()}).outputs
+    np.testing.assert_allclose(outputs[graph.output_names[0]], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_soft_capped_attention_operator(tfm_reference: Evaluate) -> None:
     """tasic::attention (HF soft-capping) becomes tfm.attention {softcap}, GQA kept, numerics as torch."""
     q, k = torch.randn(1, 4, 6, 8) * 4, torch.randn(1, 2, 6, 8) * 4
