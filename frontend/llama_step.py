@@ -17,6 +17,11 @@ A pipeline stage (`stage=PipelineStage(i, n)`) holds its share of the layers: st
 take `hidden` [T, hidden] instead of `ids`, and stages before the last end in `tfm.send` of their
 hidden states (output `hidden_out`, the next stage's `hidden`) instead of the logits.
 
+The model's last layer computes its outputs only for the rows that produce logits (the prompt's last
+token and the decode tokens): every row's keys and values still go to the caches, but its queries,
+attention, o_proj and MLP take those rows alone (the other 2047 rows of the seed step's last layer
+would only be thrown away before the lm_head).
+
 `weights="none"` gives a timing-only graph (tfm.weight ops with shapes, no data); "random" gives
 seeded random weights so that small configs can be checked numerically.
 """
@@ -179,6 +184,11 @@ class BatchStep:
         return sum(count for count, _ in self.decode_groups)
 
     @property
+    def logit_rows(self) -> int:
+        """Rows that produce a token, the step's last ones: the prompt's last token and the decode tokens."""
+        return self.decode_tokens + (1 if self.prefill else 0)
+
+    @property
     def tokens(self) -> int:
         """Rows through the linear layers: prompt tokens plus decode tokens."""
         return self.prefill + self.decode_tokens
@@ -319,8 +329,10 @@ class _StepBuilder:
             table = self.weight("model.embed_tokens.weight", (c.vocab, c.hidden))
             e.loc = "model.embed_tokens:embedding"
             x = e.emit(tfm.EmbeddingOp(table, entry, tensor_type((tokens, c.hidden), f32)))
-        for layer in self.stage.layers(c.layers):
-            x = self.layer(layer, x, cos3, sin3, prefill_slots, decode_slots)
+        layers = self.stage.layers(c.layers)
+        for layer in layers:
+            last = self.stage.last and layer == layers[-1]
+            x = self.layer(layer, x, cos3, sin3, prefill_slots, decode_slots, s.logit_rows if last else 0)
         if self.stage.last:
             result, result_name = self.head(x), "logits"
         else:
@@ -345,22 +357,8 @@ class _StepBuilder:
         return module
 
     def head(self, x: SSAValue) -> SSAValue:
-        """The final norm and the lm_head over the rows that produce a token."""
-        c, s, e = self.config, self.step, self.emitter
-        tokens = s.tokens
-        x = self.rms_norm(x, "model.norm")
-        e.loc = "model.norm:slice"
-        last = [e.slice(x, 0, s.prefill - 1, s.prefill)] if s.prefill else []
-        rows = (
-            e.emit(
-                tfm.ConcatOp(
-                    [*last, e.slice(x, 0, s.prefill, tokens)], 0, tensor_type((1 + s.decode_tokens, c.hidden), f32)
-                )
-            )
-            if s.decode_tokens
-            else last[0]
-        )
-        return self.linear(rows, "lm_head", c.vocab)
+        """The final norm and the lm_head over the rows that produce a token (the last layer's only rows)."""
+        return self.linear(self.rms_norm(x, "model.norm"), "lm_head", self.config.vocab)
 
     def cache(self, name: str, dims: Sequence[int]) -> SSAValue:
         self.state_names.append(name)
@@ -374,32 +372,39 @@ class _StepBuilder:
         sin: SSAValue,
         prefill_slots: SSAValue,
         decode_slots: list[SSAValue],
+        keep: int = 0,
     ) -> SSAValue:
+        """One decoder layer; with `keep`, its outputs for the last `keep` rows only (their queries alone
+        attend), though every row's keys and values are written to the caches."""
         c, s, e = self.config, self.step, self.emitter
         prefix = f"model.layers.{layer}"
         tokens, hd = s.tokens, c.head_dim
+        q0 = tokens - keep if keep else 0  # the first row whose output is computed
         h = self.rms_norm(x, f"{prefix}.input_layernorm")
-        q = self.linear(h, f"{prefix}.self_attn.q_proj", c.heads * hd)
+        q = self.linear(h, f"{prefix}.self_attn.q_proj", c.heads * hd)  # all rows: one linear with k and v
         k = self.linear(h, f"{prefix}.self_attn.k_proj", c.kv_heads * hd)
         v = self.linear(h, f"{prefix}.self_attn.v_proj", c.kv_heads * hd)
         e.loc = f"{prefix}.self_attn:rope"
-        q = self.rope(e.reshape(q, (tokens, c.heads, hd)), cos, sin)
+        q_cos, q_sin = e.slice(cos, 0, q0, tokens), e.slice(sin, 0, q0, tokens)
+        q = self.rope(e.reshape(e.slice(q, 0, q0, tokens), (tokens - q0, c.heads, hd)), q_cos, q_sin)
         k = self.rope(e.reshape(k, (tokens, c.kv_heads, hd)), cos, sin)
         v = e.reshape(v, (tokens, c.kv_heads, hd))
         outputs = []
         if s.prefill:
-            outputs.append(self.prefill_attention(prefix, q, k, v, prefill_slots))
+            outputs.append(self.prefill_attention(prefix, q, k, v, prefill_slots, q0))
         start = s.prefill
         for group, ((count, context), slot) in enumerate(zip(s.decode_groups, decode_slots, strict=True)):
             rows = (start, start + count)
-            outputs.append(self.decode_attention(prefix, group, q, k, v, rows, context, slot))
+            outputs.append(self.decode_attention(prefix, group, q, k, v, rows, context, slot, q0))
             start += count
         e.loc = f"{prefix}.self_attn:concat"
         attended = (
             outputs[0]
             if len(outputs) == 1
-            else e.emit(tfm.ConcatOp(outputs, 0, tensor_type((tokens, c.heads * hd), f32)))
+            else e.emit(tfm.ConcatOp(outputs, 0, tensor_type((tokens - q0, c.heads * hd), f32)))
         )
+        e.loc = f"{prefix}:rows"
+        x = e.slice(x, 0, q0, tokens)
         x = self.residual(x, self.linear(attended, f"{prefix}.self_attn.o_proj", c.hidden), prefix)
         h = self.rms_norm(x, f"{prefix}.post_attention_layernorm")
         gate = self.linear(h, f"{prefix}.mlp.gate_proj", c.ffn)
@@ -412,19 +417,23 @@ class _StepBuilder:
         self.emitter.loc = f"{prefix}:residual"
         return self.emitter.binary("add", x, y)
 
-    def prefill_attention(self, prefix: str, q: SSAValue, k: SSAValue, v: SSAValue, slots: SSAValue) -> SSAValue:
-        """The prompt attends causally to itself; its keys and values are written to its cache."""
+    def prefill_attention(
+        self, prefix: str, q: SSAValue, k: SSAValue, v: SSAValue, slots: SSAValue, q0: int = 0
+    ) -> SSAValue:
+        """The prompt attends causally to itself; its keys and values are written to its cache. `q` holds
+        the queries of rows q0.. only: those of the prompt's rows from q0 on attend."""
         c, s, e = self.config, self.step, self.emitter
         p, hd = s.prefill, c.head_dim
         e.loc = f"{prefix}.self_attn:prefill"
-        heads_first = [e.transpose(e.slice(t, 0, 0, p), (1, 0, 2)) for t in (q, k, v)]
+        queries = p - q0
+        heads_first = [e.transpose(e.slice(t, 0, 0, n), (1, 0, 2)) for t, n in ((q, queries), (k, p), (v, p))]
         qp, kp, vp = (e.reshape(t, (1, *tfm.shape_of(t))) for t in heads_first)
         for name, new in (("k", kp), ("v", vp)):
             cache = self.cache(f"{prefix}.prefill_{name}", (1, c.kv_heads, s.cache_len, hd))
             self.state_values.append(e.emit(tfm.IndexCopyOp(cache, slots, new, 2)))
-        result = tensor_type((1, c.heads, p, hd), f32)
+        result = tensor_type((1, c.heads, queries, hd), f32)
         out = e.emit(tfm.AttentionOp(qp, kp, vp, None, True, 1 / math.sqrt(hd), result))
-        return e.reshape(e.transpose(e.reshape(out, (c.heads, p, hd)), (1, 0, 2)), (p, c.heads * hd))
+        return e.reshape(e.transpose(e.reshape(out, (c.heads, queries, hd)), (1, 0, 2)), (queries, c.heads * hd))
 
     def decode_attention(
         self,
@@ -436,12 +445,15 @@ class _StepBuilder:
         rows: tuple[int, int],
         context: int,
         slot: SSAValue,
+        q0: int = 0,
     ) -> SSAValue:
-        """Each sequence's new token attends to its `context` cached slots (the new one written first)."""
+        """Each sequence's new token attends to its `context` cached slots (the new one written first);
+        `q` holds the queries of rows q0.. only."""
         c, e = self.config, self.emitter
         n, hd = rows[1] - rows[0], c.head_dim
         e.loc = f"{prefix}.self_attn:decode{group}"
-        qd, kd, vd = (e.reshape(e.slice(t, 0, *rows), (n, tfm.shape_of(t)[1], 1, hd)) for t in (q, k, v))
+        starts = ((q, rows[0] - q0), (k, rows[0]), (v, rows[0]))
+        qd, kd, vd = (e.reshape(e.slice(t, 0, r, r + n), (n, tfm.shape_of(t)[1], 1, hd)) for t, r in starts)
         caches = []
         for name, new in (("k", kd), ("v", vd)):
             cache = self.cache(f"{prefix}.decode{group}_{name}", (n, c.kv_heads, context, hd))

@@ -7,9 +7,11 @@
 
 The roofline counts useful work only (docs/seed.md): linear layers split over the chips, the lm_head
 on the rows that need logits, causal prefill attention once, decode attention over each sequence's
-context; every weight read once, the KV cache read and written; the all-reduces' and the pipeline's
-link bytes. The array floor charges each product whole folds (an output block of rows x cols of one
-array, docs/isa.md), with perfect packing over the arrays and no fill or drain: a 2175-row activation
+context, and in the model's last layer only the keys and values of every row and the rest for the rows
+that need logits (frontend/llama_step.py); every weight read once, the KV cache read and written; the
+all-reduces' and the pipeline's link bytes. The array floor charges each product whole folds (an
+output block of rows x cols of one array, docs/isa.md), with perfect packing over the arrays and no
+fill or drain: a 2175-row activation
 takes 9 row folds of 256, an 8-row decode attention product a whole fold, a head_dim-128 output half
 of a 256-column array. No schedule on the target beats it.
 """
@@ -67,14 +69,17 @@ def fold_cycles(mxu: MatrixEngine, rows: int, cols: int, depth: float, rate: flo
     return folds * depth / rate
 
 
-def prefill_attention_cycles(mxu: MatrixEngine, queries: int, group: int, head_dim: int, rate: float) -> float:
-    """Folded cycles of one KV head's causal prefill attention (S = Q K^T, then P V): the `group` query
-    heads sharing the KV head stacked as rows in order of their visible keys, so each row fold sees the
-    keys of its last query."""
-    stacked = queries * group
+def prefill_attention_cycles(
+    mxu: MatrixEngine, queries: int, group: int, head_dim: int, rate: float, last: int | None = None
+) -> float:
+    """Folded cycles of one KV head's causal prefill attention (S = Q K^T, then P V) of the `last` of
+    the prompt's `queries` (default all): the `group` query heads sharing the KV head stacked as rows in
+    order of their visible keys, so each row fold sees the keys of its last query."""
+    first = queries - (queries if last is None else last)
+    stacked = (queries - first) * group
     cycles = 0.0
     for start in range(0, stacked, mxu.rows):
-        visible = min((start + mxu.rows - 1) // group, queries - 1) + 1
+        visible = first + min((start + mxu.rows - 1) // group, queries - first - 1) + 1
         rows = min(mxu.rows, stacked - start)
         cycles += fold_cycles(mxu, rows, visible, head_dim, rate) + fold_cycles(mxu, rows, head_dim, visible, rate)
     return cycles
@@ -85,23 +90,35 @@ def _arrays_s(
 ) -> float:
     """The step's products in whole folds of the target's arrays, spread perfectly over all of them."""
     mxu, (linear_rate, attention_rate) = target.mxu, rates
-    hd, tokens = c.head_dim, step.tokens
-    linears = (  # (N, K) per layer, q/k/v and gate/up fused as the compiler fuses them
-        ((c.heads + 2 * c.kv_heads) * hd // tp, c.hidden),
-        (c.hidden, c.heads * hd // tp),
-        (2 * c.ffn // tp, c.hidden),
-        (c.hidden, c.ffn // tp),
-    )
-    layer = sum(fold_cycles(mxu, tokens, n, k, linear_rate) for n, k in linears)
+    hd, rows = c.head_dim, step.logit_rows
     group, kv_heads = c.heads // c.kv_heads, max(1, c.kv_heads // tp)
-    layer += kv_heads * prefill_attention_cycles(mxu, step.prefill, group, hd, attention_rate)
-    for count, context in step.decode_groups:
-        per_head = fold_cycles(mxu, group, context, hd, attention_rate) + fold_cycles(
-            mxu, group, hd, context, attention_rate
+
+    def layer(queries: int, prompt_queries: int) -> float:
+        """A layer whose outputs `queries` rows need (`prompt_queries` of them the prompt's last)."""
+        linears = (  # (rows, N, K): q/k/v and gate/up fused as the compiler fuses them
+            (step.tokens, 2 * c.kv_heads * hd // tp, c.hidden),
+            (queries, c.heads * hd // tp, c.hidden),
+            (queries, c.hidden, c.heads * hd // tp),
+            (queries, 2 * c.ffn // tp, c.hidden),
+            (queries, c.hidden, c.ffn // tp),
         )
-        layer += count * kv_heads * per_head
-    head = fold_cycles(mxu, 1 + step.decode_tokens, c.vocab, c.hidden, linear_rate) if last else 0.0
-    return (layers * layer + head) / mxu.count / target.clock_hz
+        if queries == step.tokens:  # q, k and v in one product
+            linears = ((step.tokens, (c.heads + 2 * c.kv_heads) * hd // tp, c.hidden), *linears[2:])
+        cycles = sum(fold_cycles(mxu, m, n, k, linear_rate) for m, n, k in linears)
+        cycles += kv_heads * prefill_attention_cycles(mxu, step.prefill, group, hd, attention_rate, prompt_queries)
+        for count, context in step.decode_groups:
+            per_head = fold_cycles(mxu, group, context, hd, attention_rate) + fold_cycles(
+                mxu, group, hd, context, attention_rate
+            )
+            cycles += count * kv_heads * per_head
+        return cycles
+
+    full = layer(step.tokens, step.prefill)
+    total = layers * full
+    if last:
+        total += layer(rows, min(1, step.prefill)) - full  # the model's last layer: the logits' rows only
+        total += fold_cycles(mxu, rows, c.vocab, c.hidden, linear_rate)
+    return total / mxu.count / target.clock_hz
 
 
 def roofline(
@@ -128,10 +145,14 @@ def roofline(
     linear_eb = 1 if quantize else eb
     per_layer = c.linear_weights_per_layer
     head = c.vocab * c.hidden if stage.last else 0  # the lm_head is a linear too
-    linear_macs = step.tokens * layers * per_layer / tp + (1 + step.decode_tokens) * head
+    linear_macs = step.tokens * layers * per_layer / tp + step.logit_rows * head
     prompt_pairs = step.prefill * (step.prefill + 1) // 2
-    attended = prompt_pairs + sum(count * context for count, context in step.decode_groups)
-    attention_macs = layers * (c.heads // tp) * attended * hd * 2
+    decoded = sum(count * context for count, context in step.decode_groups)
+    attention_macs = layers * (c.heads // tp) * (prompt_pairs + decoded) * hd * 2
+    if stage.last:  # the model's last layer: keys and values of every row, the rest for the logits' rows
+        kv_weights = 2 * c.hidden * c.kv_heads * hd
+        linear_macs -= (step.tokens - step.logit_rows) * (per_layer - kv_weights) / tp
+        attention_macs -= (c.heads // tp) * (prompt_pairs - min(1, step.prefill) * step.prefill) * hd * 2
     flops = 2 * (linear_macs + attention_macs)
     linear_weights = layers * per_layer / tp + head
     embedding = c.step_rows_of_embedding(step.tokens) if stage.first else 0

@@ -143,7 +143,8 @@ def attention_group(ctx: TileContext, ops: list[tfm.AttentionOp]) -> bool:
     prefill: list[Item] = [i for p in flash_plans if p is not None for i in p.items(p.units())]
     decode: list[Item] = [i for p in decode_plans if p is not None for i in p.items()]
     items = interleaved(prefill, decode) if prefill else decode
-    if len(items) > GROUP_MAX_ITEMS or sram_bytes(items, element_bytes(ctx.mxu_type)) > ctx.sram_budget:
+    budget = ctx.sram_budget
+    if len(items) > GROUP_MAX_ITEMS or sram_bytes(items, element_bytes(ctx.mxu_type), budget) > budget:
         return False
     emit_pipelined(ctx, item_loc(items), items)
     return True

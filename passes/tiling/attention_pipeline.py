@@ -56,6 +56,10 @@ UNIT_SETS = 4
 """Query-tile tile sets: one being filled, one in its softmax, one in P V, one finishing."""
 VALUE_SETS = 3
 """Value tile sets (and decode result sets): loaded in S, read two steps later by P (or F)."""
+DECODE_ONLY_VALUE_SETS = 5
+"""Value tile sets of a kernel of decode items alone (when SRAM allows): their loads bound it, and with
+two more sets they run further ahead of the products (measured on Llama-3-70B's last layer, whose
+prompt attends with one query: 325k -> 169k cycles). Beside prefill items three measured better."""
 
 T = TypeVar("T")
 
@@ -375,7 +379,7 @@ def decode_plan(ctx: TileContext, op: tfm.AttentionOp, budget: int | None = None
     group = heads // kv_heads
     rows = group * sq
     causal_is_free = not op.causal.value.data or sq == 1
-    if op.mask is not None or op.window is not None or not causal_is_free or batch == 1 or rows > ROW_TILE_MAX:
+    if op.mask is not None or op.window is not None or not causal_is_free or rows > ROW_TILE_MAX:
         return None
     q_rows = _stacked_heads(q, batch, kv_heads, group)
     if q_rows is None:
@@ -440,15 +444,37 @@ class _DecodeTiles:
     stat: SSAValue
 
 
-def sram_bytes(items: list[Item], mxu_bytes: int) -> int:
-    """SRAM the pipelined kernel of `items` needs: its tile sets (`emit_pipelined`), each as large as
-    the largest item's of its kind."""
+def sram_bytes(items: list[Item], mxu_bytes: int, budget: int | None = None) -> int:
+    """SRAM the pipelined kernel of `items` needs: its tile sets (`emit_pipelined`, which makes the decode
+    value sets `decode_value_sets` of the `budget`), each as large as the largest item's of its kind."""
     flash = [item.plan for item in items if isinstance(item, FlashItem)]
     decode = [item.plan for item in items if isinstance(item, DecodeItem)]
     total = UNIT_SETS * max((p.unit_bytes(mxu_bytes) for p in flash), default=0)
     total += 2 * max((p.block_bytes(mxu_bytes) for p in flash), default=0)
     total += VALUE_SETS * max((p.value_bytes(mxu_bytes) for p in flash), default=0)
-    return total + max((p.nb * p.sequence_bytes(mxu_bytes) for p in decode), default=0)
+    if not decode:
+        return total
+    return total + _decode_sets_bytes(decode, mxu_bytes, decode_value_sets(items, mxu_bytes, budget))
+
+
+def decode_value_sets(items: list[Item], mxu_bytes: int, budget: int | None) -> int:
+    """Value sets of the kernel's decode items: DECODE_ONLY_VALUE_SETS when they are alone and fit the
+    `budget`, else VALUE_SETS."""
+    decode = [item.plan for item in items if isinstance(item, DecodeItem)]
+    alone = len(decode) == len(items) > VALUE_SETS
+    if alone and budget is not None and _decode_sets_bytes(decode, mxu_bytes, DECODE_ONLY_VALUE_SETS) <= budget:
+        return DECODE_ONLY_VALUE_SETS
+    return VALUE_SETS
+
+
+def _decode_sets_bytes(decode: list[DecodePlan], mxu_bytes: int, value_sets: int) -> int:
+    """SRAM of the decode tile sets `emit_pipelined` makes for these plans: each dimension as large as the
+    largest plan's (a single-query prefill's long keys beside decode groups' many sequences)."""
+    rows = max(p.nb * p.rows for p in decode)
+    d, dv, sk = max(p.d for p in decode), max(p.dv for p in decode), max(p.sk for p in decode)
+    keys, values = max(p.nb * p.d for p in decode), max(p.nb * p.sk for p in decode)
+    sets = 2 * (rows * d + keys * sk) * mxu_bytes + 2 * rows * sk * (4 + mxu_bytes)
+    return sets + value_sets * values * dv * mxu_bytes + VALUE_SETS * rows * (dv + 1) * 4
 
 
 def spread(main: list[T], work: list[int], others: list[T]) -> list[T]:
@@ -514,7 +540,8 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
         d, dv, sk = largest([p.d for p in decode]), largest([p.dv for p in decode]), largest([p.sk for p in decode])
         # per-sequence tiles packed one after another
         queries, dkeys = sets(2, (seq_rows, d), mxu), sets(2, (largest([p.nb * p.d for p in decode]), sk), mxu)
-        dvalues = sets(VALUE_SETS, (largest([p.nb * p.sk for p in decode]), dv), mxu)
+        value_sets = decode_value_sets(items, element_bytes(mxu), ctx.sram_budget)
+        dvalues = sets(value_sets, (largest([p.nb * p.sk for p in decode]), dv), mxu)
         dscores, dprobs = sets(2, (seq_rows, sk), f32), sets(2, (seq_rows, sk), mxu)
         results = [(kern.sram((seq_rows, dv), f32), kern.sram((seq_rows, 1), f32)) for _ in range(VALUE_SETS)]
     unit_of: dict[tuple[int, int, int, int], int] = {}  # (plan, batch, first query, KV head) -> unit number
@@ -529,7 +556,7 @@ def emit_pipelined(ctx: TileContext, loc: str, items: list[Item]) -> None:
         else:
             decodes_seen += 1
             n = decodes_seen
-            block = BlockTiles(dkeys[n % 2], dvalues[n % VALUE_SETS], dscores[n % 2], dprobs[n % 2])
+            block = BlockTiles(dkeys[n % 2], dvalues[n % value_sets], dscores[n % 2], dprobs[n % 2])
             assigned.append(_DecodeTiles(queries[n % 2], block, *results[n % VALUE_SETS]))
 
     def scores(index: int) -> None:
