@@ -26,7 +26,7 @@ from tasic.backend.isa_spec import (
     matmul_batch,
 )
 from tasic.isa_sim.errors import SimError
-from tasic.isa_sim.memory import NP_DTYPES, Memory, convert, extent, strided, tile
+from tasic.isa_sim.memory import FP8_LIMITS, NP_DTYPES, Memory, convert, extent, saturated, strided, tile
 from tasic.isa_sim.program import INDEXED_OPS, Program
 from tasic.isa_sim.timing import Operands, Runner
 
@@ -265,6 +265,13 @@ class _Operands:
                 view(addr)[...] = values != 0
 
             return store_bool
+
+        if dt in FP8_LIMITS:
+
+            def store_fp8(addr: int, values: np.ndarray) -> None:
+                view(addr)[...] = saturated(values, dt)
+
+            return store_fp8
 
         def store(addr: int, values: np.ndarray) -> None:
             view(addr)[...] = values

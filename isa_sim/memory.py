@@ -27,11 +27,23 @@ INT_DTYPES = frozenset({DType.I32, DType.I64, DType.I8})
 _NARROW_FLOATS = frozenset(NP_DTYPES[dt] for dt in (DType.BF16, DType.F8E4M3, DType.F8E5M2))
 
 
+FP8_LIMITS: dict[int, float] = {DType.F8E4M3: 448.0, DType.F8E5M2: 57344.0}
+"""Largest finite magnitudes of the 8-bit floats: conversions to them saturate there (docs/isa.md)."""
+
+
+def saturated(values: np.ndarray, dt: int) -> np.ndarray:
+    """`values` clipped to +-the largest finite value of dtype code `dt` when it is an 8-bit float (NaN stays
+    NaN), as FP8 conversion units do: without it e4m3 turns 464 and beyond into NaN, e5m2 into infinity."""
+    limit = FP8_LIMITS.get(dt)
+    return values if limit is None else np.clip(values, -limit, limit)
+
+
 def convert(values: np.ndarray, dt: int) -> np.ndarray:
-    """`values` converted to dtype code `dt` (floats round to nearest even; bool is nonzero -> 1)."""
+    """`values` converted to dtype code `dt` (floats round to nearest even, 8-bit ones saturating; bool is
+    nonzero -> 1)."""
     if dt == DType.BOOL:
         return (values != 0).astype(np.uint8)
-    return values.astype(NP_DTYPES[dt], copy=False)
+    return saturated(values, dt).astype(NP_DTYPES[dt], copy=False)
 
 
 def extent(rows: int, cols: int, row_stride: int, col_stride: int, dt: int) -> tuple[int, int]:

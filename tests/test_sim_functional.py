@@ -447,7 +447,24 @@ def test_dtype_conversions_and_int_inputs() -> None:
     binary = TBinary(TINY.name, TINY.hash, [*code, Instr(Op.HALT)], b"", symbols, metadata={"hbm_bytes": 1 << 15})
     out = simulate(binary, TINY, {"x": ids}).outputs["out"]  # i64 input accepted: values fit in i32
     assert out.dtype == np.float32
-    np.testing.assert_array_equal(out, [[1, -2, np.nan]])  # 70000 overflows f8e4m3fn (no inf)
+    np.testing.assert_array_equal(out, [[1, -2, 448]])  # 70000 saturates at f8e4m3's largest value
+
+
+@pytest.mark.parametrize(("dt", "limit"), [(DType.F8E4M3, 448.0), (DType.F8E5M2, 57344.0)])
+def test_conversions_to_fp8_saturate(dt: int, limit: float) -> None:
+    """A store, a load into an f8 tile and a VPU write of an f8 tile clip to +-the largest finite value
+    before rounding (an unsaturated e4m3 conversion gives NaN from 464 on, e5m2 infinity); NaN stays NaN."""
+    x = np.array([[1e6, -1e6, 3.0, np.nan, limit * 0.999]], np.float32)
+    name = "f8e4m3" if dt == DType.F8E4M3 else "f8e5m2"
+    expected = np.array([[limit, -limit, 3.0, np.nan, limit]], np.float32)
+    rounded = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn if dt == DType.F8E4M3 else ml_dtypes.float8_e5m2).max)
+    assert rounded == limit
+    stored = run([load(SA, X, 1, 5), store(OUT, SA, 1, 5, dt_d=dt)], {"x": x}, (1, 5), name)
+    loaded = run([load(SA, X, 1, 5, dt_d=dt), store(OUT, SA, 1, 5, dt_d=dt, dt_a=dt)], {"x": x}, (1, 5), name)
+    scaled = vpu(Op.VPU_SCALAR, BinaryFn.MUL, 1, 5, dt_d=dt, off_d=SD, imm=float_bits(1.0))
+    written = run([load(SA, X, 1, 5), scaled, store(OUT, SD, 1, 5, dt_d=dt, dt_a=dt)], {"x": x}, (1, 5), name)
+    for out in (stored, loaded, written):
+        np.testing.assert_array_equal(out, expected)
 
 
 def test_link_send_writes_the_next_stages_buffer_like_dma_store() -> None:

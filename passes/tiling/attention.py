@@ -37,7 +37,6 @@ from tasic.passes.tiling.attention_pipeline import (
 from tasic.passes.tiling.builder import Pos, fit_rows
 from tasic.passes.tiling.context import TileContext
 from tasic.passes.tiling.dtypes import element_bytes
-from tasic.passes.tiling.epilogue import saturate
 from tasic.passes.tiling.kernels import ROW_TILE_MAX, loc_of, softmax_rows
 
 ITEMS_PER_KERNEL = 2
@@ -207,7 +206,6 @@ def attention(ctx: TileContext, op: tfm.AttentionOp) -> None:
         kb.add(tile.MatmulOp(probs, vt, acc, nq, dv, sk, accumulate=False))
         if out_scale is not None:  # stored quantised (kernels.place_concat_inputs)
             kb.add(tile.ScalarOp("div", acc, acc, out_scale, nq, dv))
-        saturate(kb, out.buffer.type.element_type, acc, nq, dv)  # type: ignore[attr-defined]
         kb.store(acc, out, [b, h, q0, Pos()], nq, dv)
 
     def heads_of(b: Pos, hk: Pos) -> None:

@@ -36,7 +36,6 @@ from tasic.passes.tiling.builder import KernelBuilder, Pos
 from tasic.passes.tiling.context import TileContext
 from tasic.passes.tiling.cycles import matmul_cycles, vector_cycles
 from tasic.passes.tiling.dtypes import dtype_name, element_bytes
-from tasic.passes.tiling.epilogue import saturate
 from tasic.passes.tiling.kernels import ROW_TILE_MAX, loc_of
 from tasic.passes.tiling.views import View
 
@@ -718,12 +717,11 @@ def finish(kern: KernelBuilder, plan: FlashPlan, unit: UnitTiles, b: Pos, hk: Po
 def divide(
     kern: KernelBuilder, acc: SSAValue, sums: SSAValue, rows: int, dv: int, out: View, out_scale: float | None
 ) -> None:
-    """O / l in place, into the range of `out`'s dtype; for a quantised result (`out_scale`)
-    O / (l * scale), so that the store rounds it to what a quantisation kernel would have written."""
+    """O / l in place; for a quantised result (`out_scale`) O / (l * scale), so that the store (which
+    saturates an 8-bit float, docs/isa.md) rounds it to what a quantisation kernel would have written."""
     if out_scale is not None:
         kern.add(tile.ScalarOp("mul", sums, sums, out_scale, rows, 1))
     kern.add(tile.BinaryOp("div", acc, sums, acc, rows, dv, "row"))
-    saturate(kern, out.buffer.type.element_type, acc, rows, dv)  # type: ignore[attr-defined]
 
 
 def _decode_scores(kern: KernelBuilder, item: DecodeItem, tiles: _DecodeTiles) -> None:

@@ -5,14 +5,14 @@ A chain grows from the producer's result while the value has exactly one use, th
 tfm.unary / tfm.scalar / tfm.binary of the same shape and float type, and a binary op's other
 operand is already in HBM (computed earlier) and tiles like the result; an operand that only varies
 along columns (a per-channel scale, a bias) is loaded as one row. A tfm.quantize with a static scale
-ends a chain: the tile is scaled and clamped, and the store rounds it to the 8-bit float. A matmul's
+ends a chain: the tile is scaled, and the store saturates and rounds it to the 8-bit float. A matmul's
 chain may include one tfm.all_reduce (tensor parallelism, after elementwise steps such as an FP8
 dequantisation): each output tile is reduced over the links while the MXU computes the next one.
 Example (SwiGLU and the residual add):
 
     %g = tfm.linear %h, %wg ; %s = tfm.unary %g {fn = "silu"}        -> one kernel: matmul, silu
     %u = tfm.linear %h, %wu ; %m = tfm.binary %s, %u {fn = "mul"}    -> one kernel: matmul, * s tile
-    %n = tfm.rms_norm %x, %g ; %q = tfm.quantize %n {static_scale}   -> one kernel: norm, / scale, clamp
+    %n = tfm.rms_norm %x, %g ; %q = tfm.quantize %n {static_scale}   -> one kernel: norm, / scale, store
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from xdsl.dialects.builtin import f32
-from xdsl.ir import Attribute, SSAValue
+from xdsl.ir import SSAValue
 
 from tasic.ir import tfm, tile
 from tasic.passes.tiling.builder import KernelBuilder, Pos
@@ -35,7 +35,7 @@ class EpilogueStep:
     op: tfm.UnaryOp | tfm.ScalarOp | tfm.BinaryOp | tfm.AllReduceOp | tfm.QuantizeOp
     other: View | None = None
     chain_is_lhs: bool = True
-    prescaled: bool = False  # a static quantisation whose division the producer folded in (clamp only)
+    prescaled: bool = False  # a static quantisation whose division the producer folded in (nothing left)
 
     @property
     def other_is_row(self) -> bool:
@@ -156,9 +156,8 @@ def apply(kb: KernelBuilder, steps: list[EpilogueStep], work: SSAValue, scratch:
             kb.add(tile.AllReduceOp(link, work, op.chips.value.data, rows, cols))
         elif isinstance(op, tfm.QuantizeOp):
             assert op.static_scale is not None
-            if not step.prescaled:
+            if not step.prescaled:  # the store rounds to the 8-bit float, saturating
                 kb.add(tile.ScalarOp("div", work, work, op.static_scale.value.data, rows, cols))
-            saturate(kb, tfm.element_type(op.result), work, rows, cols)
         elif isinstance(op, tfm.UnaryOp):
             kb.add(tile.UnaryOp(op.fn.data, work, work, rows, cols))
         elif isinstance(op, tfm.ScalarOp):
@@ -207,15 +206,6 @@ def prescale(steps: list[EpilogueStep]) -> tuple[list[EpilogueStep], float]:
         first = replace(steps[0], prescaled=True)
         return [first, *steps[1:]], 1.0 / steps[0].op.static_scale.value.data
     return steps, 1.0
-
-
-def saturate(kb: KernelBuilder, element: Attribute, x: SSAValue, rows: int, cols: int) -> None:
-    """Clamp an f32 tile bound for an 8-bit float `element` (a quantisation's result, an FP8 KV cache)
-    to +-its largest finite value, so that the rounding store saturates instead of producing NaN;
-    nothing for other element types."""
-    limit = tfm.fp8_max(element)
-    if limit is not None:
-        kb.add(tile.ScalarOp("clamp", x, x, limit, rows, cols))
 
 
 def _needs_whole_tile(step: EpilogueStep) -> bool:

@@ -21,7 +21,6 @@ from tasic.passes.tiling.epilogue import apply as apply_epilogue
 from tasic.passes.tiling.epilogue import (
     collect,
     prescale,
-    saturate,
     scratch_tiles,
     scratch_tiles_needed,
 )
@@ -277,8 +276,8 @@ def copy_into(ctx: TileContext, loc: str, result: SSAValue, source: View) -> Non
 
 
 def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
-    """tfm.quantize per tile: x / scale (a [rows, 1] tile, or the static scale), clamp to +-max on the VPU;
-    the DMA store rounds to the 8-bit float (nearest even), so values never overflow to NaN."""
+    """tfm.quantize per tile: x / scale (a [rows, 1] tile, or the static scale) on the VPU; the DMA store
+    saturates and rounds to the 8-bit float (nearest even), so values never overflow to NaN."""
     out = ctx.output_view(op.result)  # made already when its input's concat tried to place into it
     shape = as_matrix_shape(out.shape)
     source, dest = ctx.view_of(op.input).broadcast_to(shape), out.broadcast_to(shape)
@@ -299,7 +298,6 @@ def quantize(ctx: TileContext, op: tfm.QuantizeOp) -> None:
         else:
             assert op.static_scale is not None
             kb.add(tile.ScalarOp("div", x, x, op.static_scale.value.data, nr, nc))
-        saturate(kb, tfm.element_type(op.result), x, nr, nc)
         kb.store(x, dest, starts, nr, nc)
 
     kb.for_each_tile(shape, rows, cols, body)
@@ -526,7 +524,6 @@ def index_copy(ctx: TileContext, op: tfm.IndexCopyOp) -> None:
 
     def body(outer: list[Pos], r0: Pos, nr: int, c0: Pos, nc: int) -> None:
         kb.load(source, [*outer, r0, c0], nr, nc, buf)
-        saturate(kb, table.buffer.type.element_type, buf, nr, nc)  # type: ignore[attr-defined]
         ids_access = (ids.offset + r0.const * ids.strides[0], [s * ids.strides[0] for s in r0.strides(kb.depth)])
         table_access = kb.access(table, [*outer, Pos(), c0])
         kb.add(tile.DmaScatterOp(buf, ids.buffer, table.buffer, nr, nc, ids_access, table_access, table.strides[-2]))
@@ -566,7 +563,6 @@ def _index_copy_staged(ctx: TileContext, loc: str, table: View, source: View, id
     each_outer(
         lambda outer, flat: kb.load(source, [*outer, Pos(), Pos()], count, width, buf, flat.scaled(count * width))
     )
-    saturate(kb, table.buffer.type.element_type, buf, prod(outer_shape) * count, width)  # type: ignore[attr-defined]
 
     def scatter(outer: list[Pos], flat: Pos) -> None:
         sram = flat.scaled(count * width)
@@ -611,7 +607,7 @@ def place_concat_inputs(ctx: TileContext, ops: list[Operation]) -> None:
 
     When every input is such a result and the concat's one consumer is a static FP8 quantisation (the
     o_proj's input), the buffer is the quantised one and the attentions store their results divided by
-    its scale and clamped (`store_scales`), so no kernel quantises the concat.
+    its scale (`store_scales`; the store saturates), so no kernel quantises the concat.
     """
     for op in ops:
         if isinstance(op, tfm.ConcatOp):
@@ -674,9 +670,8 @@ def _same_elements(a: View, b: View) -> bool:
 
 
 def copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Attribute]) -> None:
-    """Copy a view (converting dtype, saturating into 8-bit floats) into an existing destination view."""
+    """Copy a view (converting dtype; the store saturates into 8-bit floats) into an existing destination view."""
     shape = as_matrix_shape(dest.shape)
-    narrows = tfm.fp8_max(source[0].buffer.type.element_type) is None  # type: ignore[attr-defined]
     dst, src = dest.broadcast_to(shape), source[0].broadcast_to(shape)
     limits = (min(shape[-2], ROW_TILE_MAX), min(shape[-1], COL_TILE_MAX))
     rows, cols = fit_tile(*limits, element_bytes(source[1]), ctx.sram_budget, loc)
@@ -685,8 +680,6 @@ def copy_to_view(ctx: TileContext, loc: str, dest: View, source: tuple[View, Att
 
     def body(starts: list[Pos], nr: int, nc: int) -> None:
         kb.load(src, starts, nr, nc, buf)
-        if narrows:
-            saturate(kb, dst.buffer.type.element_type, buf, nr, nc)  # type: ignore[attr-defined]
         kb.store(buf, dst, starts, nr, nc)
 
     kb.for_each_tile(shape, rows, cols, body)

@@ -42,14 +42,14 @@
 // STATIC:         %[[Y:.*]] = tfm.linear %[[Q]]
 // STATIC-NEXT:    %[[Z:.*]] = tfm.binary %[[Y]], %[[F]] {loc = "fc:dequantize", fn = "mul"} : (tensor<2x8x64xf32>, tensor<64xf32>) -> tensor<2x8x64xf32>
 // STATIC-NEXT:    tfm.binary %[[Z]], %b {loc = "fc:bias", fn = "add"}
-// The tile pass: f8 tiles on the MXU, the f8 weight stored transposed, the DMA store rounds to f8.
+// The tile pass: f8 tiles on the MXU, the f8 weight stored transposed, the DMA store saturates and rounds
+// to f8 (no clamp on the VPU).
 // TILE-LABEL: func.func @linear_with_bias
 // TILE-DAG:   %[[QB:.*]] = tile.hbm {name = "t6", kind = "temp"} : memref<2x8x32xf8E4M3FN, "hbm">
 // TILE-DAG:   %[[WB:.*]] = tile.hbm {name = "fc.weight#fp8e4m3", kind = "weight", transpose = 1 : i64} : memref<32x64xf8E4M3FN, "hbm">
 // TILE-DAG:   tile.hbm {name = "fc.weight#fp8e4m3_scale", kind = "weight"} : memref<64xf32, "hbm">
 // TILE:       tile.kernel "fc:quantize" {
 // TILE:       tile.binary %[[X:.*]], %{{.*}}, %[[X]] {fn = "div", broadcast = "row"
-// TILE-NEXT:  tile.scalar %[[X]], %[[X]] {fn = "clamp", value = 4.480000e+02 : f64
 // TILE-NEXT:  tile.dma_store %[[X]], %[[QB]] {{.*}} : memref<{{[0-9]+}}x{{[0-9]+}}xf32, "sram">, memref<2x8x32xf8E4M3FN, "hbm">
 // TILE:       tile.kernel "fc" {
 // TILE:       tile.dma_load %[[WB]], {{.*}} : memref<32x64xf8E4M3FN, "hbm">, memref<{{[0-9]+}}x{{[0-9]+}}xf8E4M3FN, "sram">
